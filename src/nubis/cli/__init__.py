@@ -1,0 +1,1 @@
+"""The ``nubis`` command line: thin over the SDK; colours and tables live in render.py."""

@@ -1,0 +1,35 @@
+"""Entry point of the ``nubis`` command: every NubisError becomes one line and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from nubis._version import __version__
+from nubis.cli import photon, render
+from nubis.errors import NubisError
+
+app = typer.Typer(help="nubis: a self-hostable AI cloud.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(photon.app, name="photon")
+
+
+@app.command()
+def version() -> None:
+    """Print the nubis version."""
+    render.out.print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except NubisError as exc:
+        render.error(exc)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

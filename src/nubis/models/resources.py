@@ -1,0 +1,49 @@
+"""Resource requests: what one replica or job worker needs."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_UNITS = {
+    "": 1,
+    "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(value: int | float | str) -> int:
+    """``"2Gi"`` → 2147483648; ``"500M"`` → 500000000; plain numbers are bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string such as '2Gi'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return int(value)
+    match = _SIZE.match(value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"cannot read size {value!r}: use bytes or a unit such as 512Mi, 2Gi, 1G")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+class Resources(BaseModel):
+    """What one replica (or one job worker) needs: ``Resources(cpu=1, memory="2Gi", gpu=0)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu: float = Field(default=1.0, gt=0, description="CPU cores")
+    memory: int = Field(default=2**30, ge=0, description="bytes; accepts strings such as '2Gi'")
+    gpu: int = Field(default=0, ge=0, description="number of GPUs")
+    gpu_type: str | None = None
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: object) -> int:
+        if isinstance(value, int | float | str):
+            return parse_bytes(value)
+        raise ValueError("memory must be bytes or a string such as '2Gi'")

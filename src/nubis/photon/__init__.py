@@ -1,0 +1,1 @@
+"""The photon SDK and its serving runtime."""
