@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -66,10 +67,18 @@ def serve(
     app.state.runtime.on_init_failed.append(stop_on_failure)
     paths = ", ".join(f"{h.method} {h.path}" for h in manifest.handlers) or "no handlers"
     log.info("photon %s on http://%s:%d — %s — docs at /docs", manifest.name, host, port, paths)
+    # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler that was set
+    # before it started; a no-op handler there makes a drained shutdown exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _drained)
     server.run()
     if init_failed or not server.started:
         return 1
     return 0
+
+
+def _drained(signum: int, frame: object) -> None:
+    log.info("stopped after %s", signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
