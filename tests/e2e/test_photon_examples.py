@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from servers import photon_process
 
 import nubis
+
+from servers import photon_process
 
 pytestmark = pytest.mark.e2e
 

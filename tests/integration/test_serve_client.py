@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import ROOT, PhotonProcess, free_port, photon_process
 
 import nubis
 from nubis import errors
+
+from servers import ROOT, PhotonProcess, free_port, photon_process
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+
 from servers import FIXTURES, free_port, photon_process, start, stop
 
 

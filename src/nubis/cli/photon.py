@@ -13,8 +13,8 @@ from nubis.client.photon import PhotonClient
 from nubis.errors import BadRequestError
 from nubis.models.resources import parse_bytes
 from nubis.photon.build import build_bundle
-from nubis.photon.serve import serve
 from nubis.photon.runtime import ServeSettings
+from nubis.photon.serve import serve
 
 app = typer.Typer(help="Write, run and package photons (model services as Python classes).",
                   no_args_is_help=True)
