@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import pydantic
 
 from nubis.errors import BundleError
+from nubis.home import nubis_home
 from nubis.models.photons import PhotonManifest
 
 MANIFEST = "manifest.json"
@@ -21,10 +22,6 @@ SKIP_DIRS = frozenset(
      ".ruff_cache", "node_modules", ".ipynb_checkpoints"}
 )
 SKIP_SUFFIXES = (".pyc", ".pyo", ".photon")
-
-
-def nubis_home() -> Path:
-    return Path(os.environ.get("NUBIS_HOME") or Path.home() / ".nubis")
 
 
 def source_files(root: Path) -> list[tuple[str, Path]]:

@@ -1,0 +1,39 @@
+"""Workspaces on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
+
+
+class WorkspaceCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="lower-case letters, digits and '-'")
+    storage_quota_bytes: int | None = Field(default=None, ge=0)
+
+
+class QuotaRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    storage_quota_bytes: int | None = Field(default=None, ge=0, description="null: no quota")
+
+
+class Workspace(BaseModel):
+    id: str
+    name: str
+    storage_quota_bytes: int | None
+    created_at: datetime
+
+
+class AuditEvent(BaseModel):
+    id: int
+    workspace: str
+    actor: str
+    action: str
+    target: str
+    details: dict | None
+    at: datetime

@@ -1,0 +1,1 @@
+"""The control plane: FastAPI app, database, services and (later) reconcilers."""

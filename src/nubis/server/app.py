@@ -1,0 +1,105 @@
+"""``create_app``: the control plane's FastAPI app. Errors are always {"error": {...}}."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nubis._version import __version__
+from nubis.errors import (
+    MethodNotAllowedError,
+    NotFoundError,
+    NubisError,
+    ValidationError,
+)
+from nubis.server.context import ServerContext
+from nubis.server.db import Database
+from nubis.server.routers import auth, workspaces
+from nubis.server.security import SecretBox, load_or_create_master_key, write_private
+from nubis.server.services import tokens
+from nubis.server.settings import ServerSettings
+from nubis.storage import ObjectStore
+
+log = logging.getLogger("nubis.server")
+
+
+def build_context(settings: ServerSettings) -> ServerContext:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return ServerContext(
+        settings=settings,
+        db=Database(settings.database),
+        box=SecretBox(load_or_create_master_key(settings.master_key_file)),
+        store=ObjectStore.from_url(settings.storage),
+    )
+
+
+async def prepare(ctx: ServerContext) -> None:
+    """Apply migrations; on first start create the default workspace and the admin token file."""
+    await ctx.db.migrate()
+    token_file = ctx.settings.admin_token_file
+    async with ctx.db.sessions() as session:
+        token = await tokens.bootstrap(session, new_admin_token=not token_file.exists())
+    if token is not None:
+        write_private(token_file, (token + "\n").encode())
+        log.info("admin token written to %s", token_file)
+
+
+def create_app(ctx: ServerContext) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prepare(ctx)
+        yield
+        await ctx.db.dispose()
+
+    app = FastAPI(title="nubis", version=__version__, lifespan=lifespan,
+                  description="The nubis control plane. Every route but /healthz needs a token.")
+    app.state.ctx = ctx
+    for router in (auth.router, workspaces.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["system"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    _install_error_handlers(app)
+    return app
+
+
+def error_json(exc: NubisError) -> JSONResponse:
+    return JSONResponse(exc.to_body(), status_code=exc.http_status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NubisError)
+    async def nubis_error(request: Request, exc: NubisError) -> JSONResponse:
+        return error_json(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(f"{d['field']} ({d['message']})" for d in details)
+        return error_json(ValidationError(f"invalid request: {fields}", details=details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return error_json(MethodNotAllowedError(f"{request.method} is not allowed here"))
+        if exc.status_code == 404:
+            return error_json(NotFoundError(f"no route {request.url.path}; see /docs"))
+        err = NubisError(str(exc.detail))
+        err.http_status = exc.status_code  # type: ignore[misc]
+        return error_json(err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_json(NubisError("internal error: the server logged the details"))

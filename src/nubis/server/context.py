@@ -1,0 +1,18 @@
+"""What every request may need, built once at start: settings, database, secret box, storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nubis.server.db import Database
+from nubis.server.security import SecretBox
+from nubis.server.settings import ServerSettings
+from nubis.storage import ObjectStore
+
+
+@dataclass
+class ServerContext:
+    settings: ServerSettings
+    db: Database
+    box: SecretBox
+    store: ObjectStore

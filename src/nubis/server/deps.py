@@ -1,0 +1,111 @@
+"""FastAPI dependencies: the session, the caller (token → workspace + role), permissions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from nubis.models.auth import ROLE_PERMISSIONS, Permission, Role
+from nubis.server.context import ServerContext
+from nubis.server.orm import TokenRow, WorkspaceRow
+from nubis.server.security import hash_token
+
+WORKSPACE_HEADER = "X-Nubis-Workspace"
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: str
+    token_name: str
+    role: Role
+    superuser: bool
+    workspace_id: str
+    workspace: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.token_name} ({self.token_id[:8]})"
+
+    def can(self, permission: Permission) -> bool:
+        return self.superuser or permission in ROLE_PERMISSIONS[self.role]
+
+
+def get_context(request: Request) -> ServerContext:
+    return request.app.state.ctx
+
+
+Context = Annotated[ServerContext, Depends(get_context)]
+
+
+async def get_session(ctx: Context) -> AsyncIterator[AsyncSession]:
+    async with ctx.db.sessions() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_caller(
+    session: Session,
+    authorization: Annotated[str | None, Header()] = None,
+    x_nubis_workspace: Annotated[str | None, Header()] = None,
+) -> Caller:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError("missing token: send 'Authorization: Bearer <token>'")
+    row = await session.scalar(select(TokenRow).where(TokenRow.hash == hash_token(token.strip())))
+    if row is None:
+        raise UnauthorizedError("unknown token")
+    if row.revoked_at is not None:
+        raise UnauthorizedError("this token was revoked; ask an admin for a new one")
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        raise UnauthorizedError("this token has expired; ask an admin for a new one")
+    home = await session.get(WorkspaceRow, row.workspace_id)
+    workspace = home
+    if x_nubis_workspace and home is not None and x_nubis_workspace != home.name:
+        workspace = None
+        if row.superuser:
+            workspace = await session.scalar(
+                select(WorkspaceRow).where(WorkspaceRow.name == x_nubis_workspace)
+            )
+    if workspace is None:
+        raise NotFoundError(f"workspace {x_nubis_workspace!r} not found")
+    return Caller(
+        token_id=row.id,
+        token_name=row.name,
+        role=Role(row.role),
+        superuser=row.superuser,
+        workspace_id=workspace.id,
+        workspace=workspace.name,
+    )
+
+
+def require(permission: Permission) -> object:
+    async def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not caller.can(permission):
+            raise ForbiddenError(
+                f"a {caller.role.value} token cannot {permission.value} in workspace "
+                f"{caller.workspace!r}; ask an admin for a token with more rights"
+            )
+        return caller
+
+    return Depends(check)
+
+
+async def _superuser(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if not caller.superuser:
+        raise ForbiddenError("only the platform admin token can manage workspaces")
+    return caller
+
+
+Reader = Annotated[Caller, require(Permission.read)]
+Writer = Annotated[Caller, require(Permission.write)]
+Admin = Annotated[Caller, require(Permission.manage)]
+Superuser = Annotated[Caller, Depends(_superuser)]

@@ -1,0 +1,1 @@
+"""Thin HTTP routers: resolve the caller, call one service function, return a wire model."""

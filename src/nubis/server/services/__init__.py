@@ -1,0 +1,1 @@
+"""Business rules of each resource; the only code that touches rows."""

@@ -1,0 +1,104 @@
+"""Tokens: random, shown once, stored hashed; they expire and can be revoked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.errors import ForbiddenError, NotFoundError
+from nubis.models.auth import ROLE_PERMISSIONS, CreatedToken, Role, Token, TokenCreateRequest, WhoAmI
+from nubis.server.deps import Caller
+from nubis.server.orm import TokenRow, WorkspaceRow
+from nubis.server.security import generate_token, hash_token
+from nubis.server.services import audit, workspaces
+
+ADMIN_TOKEN_NAME = "admin"
+
+
+def to_model(row: TokenRow, workspace: str) -> Token:
+    return Token(
+        id=row.id, name=row.name, workspace=workspace, role=Role(row.role), superuser=row.superuser,
+        prefix=row.prefix, created_at=row.created_at, expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def new_row(workspace_id: str, name: str, role: Role, *, superuser: bool = False,
+            expires_at: datetime | None = None, created_by: str | None = None) -> tuple[TokenRow, str]:
+    secret = generate_token()
+    row = TokenRow(
+        workspace_id=workspace_id, name=name, role=role.value, superuser=superuser,
+        hash=hash_token(secret), prefix=secret[:10], expires_at=expires_at, created_by=created_by,
+    )
+    return row, secret
+
+
+async def create(session: AsyncSession, caller: Caller, request: TokenCreateRequest) -> CreatedToken:
+    target = caller.workspace
+    workspace_id = caller.workspace_id
+    if request.workspace and request.workspace != caller.workspace:
+        row = await workspaces.get_visible_or_raise(session, caller, request.workspace)
+        target, workspace_id = row.name, row.id
+    if not caller.superuser and not ROLE_PERMISSIONS[request.role] <= ROLE_PERMISSIONS[caller.role]:
+        raise ForbiddenError(f"a {caller.role.value} token cannot create a {request.role.value} token")
+    expires_at = None
+    if request.expires_in_seconds:
+        expires_at = datetime.now(UTC) + timedelta(seconds=request.expires_in_seconds)
+    row, secret = new_row(workspace_id, request.name, request.role, expires_at=expires_at,
+                          created_by=caller.token_id)
+    session.add(row)
+    await session.flush()
+    audit.record(session, caller, "token.create", f"{request.name} ({row.id[:8]})",
+                 {"role": request.role.value}, workspace_id=workspace_id)
+    await session.commit()
+    return CreatedToken(**to_model(row, target).model_dump(), token=secret)
+
+
+async def list_tokens(session: AsyncSession, caller: Caller) -> list[Token]:
+    rows = (await session.scalars(
+        select(TokenRow).where(TokenRow.workspace_id == caller.workspace_id)
+        .order_by(TokenRow.created_at)
+    )).all()
+    return [to_model(r, caller.workspace) for r in rows]
+
+
+async def revoke(session: AsyncSession, caller: Caller, token_id: str) -> Token:
+    row = await session.get(TokenRow, token_id)
+    if row is None or row.workspace_id != caller.workspace_id:
+        raise NotFoundError(f"token {token_id!r} not found")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        audit.record(session, caller, "token.revoke", f"{row.name} ({row.id[:8]})")
+        await session.commit()
+    return to_model(row, caller.workspace)
+
+
+def whoami(caller: Caller) -> WhoAmI:
+    return WhoAmI(token_id=caller.token_id, token_name=caller.token_name, workspace=caller.workspace,
+                  role=caller.role, superuser=caller.superuser)
+
+
+async def bootstrap(session: AsyncSession, *, new_admin_token: bool = False) -> str | None:
+    """First start: the default workspace and the platform admin token (returned once).
+
+    ``new_admin_token`` issues another one even if one exists (its file was lost).
+    """
+    workspace = await workspaces.get_by_name(session, workspaces.DEFAULT_WORKSPACE)
+    if workspace is None:
+        workspace = WorkspaceRow(name=workspaces.DEFAULT_WORKSPACE)
+        session.add(workspace)
+        await session.flush()
+    has_admin = await session.scalar(
+        select(func.count()).select_from(TokenRow).where(
+            TokenRow.superuser.is_(True), TokenRow.revoked_at.is_(None)
+        )
+    )
+    if has_admin and not new_admin_token:
+        await session.commit()
+        return None
+    row, secret = new_row(workspace.id, ADMIN_TOKEN_NAME, Role.admin, superuser=True)
+    session.add(row)
+    await session.commit()
+    return secret

@@ -1,0 +1,62 @@
+"""Where the control plane keeps its state, and how it is reached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nubis.home import nubis_home
+
+DEFAULT_PORT = 8400
+DEFAULT_GATEWAY_PORT = 8401
+
+
+def database_url(url: str | None, home: Path) -> str:
+    """User-facing URLs (``sqlite:///x.db``, ``postgresql://…``) → SQLAlchemy async URLs."""
+    if not url:
+        return f"sqlite+aiosqlite:///{home / 'nubis.db'}"
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain):]
+    return url
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    home: Path = Field(default_factory=nubis_home)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    gateway_port: int = DEFAULT_GATEWAY_PORT
+    db_url: str | None = None
+    storage_url: str | None = None
+    max_upload_bytes: int | None = None
+
+    @property
+    def database(self) -> str:
+        return database_url(self.db_url, self.home)
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or str(self.home / "storage")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.home / "master.key"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.home / "admin.token"
+
+    @property
+    def server_file(self) -> Path:
+        return self.home / "server.json"
