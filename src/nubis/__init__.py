@@ -2,6 +2,7 @@
 
 from nubis import errors
 from nubis._version import __version__
+from nubis.client.client import Client
 from nubis.client.photon import AsyncPhotonClient, PhotonClient
 from nubis.errors import NubisError
 from nubis.models.resources import Resources
@@ -11,6 +12,7 @@ from nubis.photon.photon import Photon
 
 __all__ = [
     "AsyncPhotonClient",
+    "Client",
     "File",
     "NubisError",
     "Photon",

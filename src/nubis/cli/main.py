@@ -7,12 +7,18 @@ import sys
 import typer
 
 from nubis._version import __version__
-from nubis.cli import photon, render
+from nubis.cli import photon, render, tokens, up, workspaces
 from nubis.errors import NubisError
 
 app = typer.Typer(help="nubis: a self-hostable AI cloud.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+app.command()(up.up)
+app.command()(up.login)
+app.command()(up.whoami)
 app.add_typer(photon.app, name="photon")
+app.add_typer(workspaces.app, name="workspace")
+app.add_typer(tokens.app, name="token")
+app.command("audit")(tokens.audit)
 
 
 @app.command()

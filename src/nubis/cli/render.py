@@ -36,3 +36,46 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 def success(text: str) -> None:
     out.print(f"[green]✓[/] {text}", highlight=False)
+
+
+OUTPUT_HELP = "table or json"
+
+
+def check_output(output: str) -> str:
+    if output not in ("table", "json"):
+        raise BadOutputError(f"--output must be 'table' or 'json', not {output!r}")
+    return output
+
+
+class BadOutputError(NubisError):
+    code = "bad_output"
+    http_status = 400
+
+
+def models(title: str, items: list[Any], columns: list[str], output: str) -> None:
+    """Print pydantic models as a table, or as a JSON list with ``--output json``."""
+    if check_output(output) == "json":
+        as_json([i.model_dump(mode="json") for i in items])
+        return
+    rows = [[_cell(getattr(i, c)) for c in columns] for i in items]
+    table(title, columns, rows)
+
+
+def model(item: Any, output: str) -> None:
+    if check_output(output) == "json":
+        as_json(item.model_dump(mode="json"))
+        return
+    t = Table(show_header=False, box=None)
+    for key, value in item.model_dump().items():
+        t.add_row(f"[bold]{key}[/]", _cell(value))
+    out.print(t)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "isoformat"):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if hasattr(value, "value"):
+        return str(value.value)
+    return str(value)

@@ -67,14 +67,21 @@ def serve(
     app.state.runtime.on_init_failed.append(stop_on_failure)
     paths = ", ".join(f"{h.method} {h.path}" for h in manifest.handlers) or "no handlers"
     log.info("photon %s on http://%s:%d — %s — docs at /docs", manifest.name, host, port, paths)
-    # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the handler that was set
-    # before it started; a no-op handler there makes a drained shutdown exit 0.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _drained)
-    server.run()
+    run_until_signal(server)
     if init_failed or not server.started:
         return 1
     return 0
+
+
+def run_until_signal(server: uvicorn.Server) -> None:
+    """Serve until SIGINT/SIGTERM, drain, return (the process then exits 0, not by the signal).
+
+    uvicorn drains, then re-raises the signal to the handler set before it started; a no-op
+    handler there lets a drained shutdown end normally.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _drained)
+    server.run()
 
 
 def _drained(signum: int, frame: object) -> None:

@@ -1,0 +1,74 @@
+"""``nubis token …`` and ``nubis audit``"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from nubis.cli import render
+from nubis.client.client import Client
+from nubis.errors import BadRequestError
+from nubis.models.auth import Role
+
+app = typer.Typer(help="API tokens: shown once, stored hashed, expiring, revocable.", no_args_is_help=True)
+Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``30d`` → seconds; units s, m, h, d, w."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise BadRequestError(f"cannot read duration {text!r}: use e.g. 12h, 30d, 4w")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="a label for the token")] = "token",
+    role: Annotated[Role, typer.Option(help="admin, member or viewer")] = Role.member,
+    workspace: Annotated[str | None, typer.Option(help="default: your token's workspace")] = None,
+    expires: Annotated[str | None, typer.Option(help="lifetime, e.g. 30d")] = None,
+    output: Output = "table",
+) -> None:
+    """Create a token; its secret is printed once."""
+    with Client() as client:
+        created = client.tokens.create(
+            name, role=role, workspace=workspace,
+            expires_in_seconds=parse_duration(expires) if expires else None,
+        )
+    if render.check_output(output) == "json":
+        render.as_json(created.model_dump(mode="json"))
+        return
+    render.success(f"token {created.name} ({created.role.value} in {created.workspace}) — "
+                   "copy it now, it is not shown again:")
+    render.out.print(created.token, highlight=False)
+
+
+@app.command("list")
+def list_(output: Output = "table") -> None:
+    """Tokens of this workspace (never their secrets)."""
+    with Client() as client:
+        render.models("tokens", client.tokens.list(),
+                      ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at"], output)
+
+
+@app.command("revoke")
+def revoke(token_id: str, output: Output = "table") -> None:
+    """Revoke a token at once."""
+    with Client() as client:
+        render.model(client.tokens.revoke(token_id), output)
+
+
+def audit(
+    limit: Annotated[int, typer.Option(help="how many events")] = 50,
+    action: Annotated[str | None, typer.Option(help="e.g. secret.set")] = None,
+    output: Output = "table",
+) -> None:
+    """Who changed what, when (admins)."""
+    with Client() as client:
+        render.models("audit", client.audit.list(limit=limit, action=action),
+                      ["at", "actor", "action", "target"], output)

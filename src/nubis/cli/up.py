@@ -1,0 +1,55 @@
+"""``nubis up``, ``nubis login``, ``nubis whoami``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nubis.cli import render
+from nubis.client.client import Client
+from nubis.client.config import Credentials, save_login
+from nubis.home import nubis_home
+from nubis.server.main import run
+from nubis.server.settings import DEFAULT_PORT, ServerSettings
+
+Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
+
+
+def up(
+    home: Annotated[Path | None, typer.Option(help="state folder (default $NUBIS_HOME or ~/.nubis)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API and console port")] = DEFAULT_PORT,
+    db: Annotated[str | None, typer.Option("--db", help="database URL (default: SQLite in home)")] = None,
+    storage: Annotated[str | None, typer.Option(help="storage URL: a folder or s3://bucket/prefix")] = None,
+) -> None:
+    """Start the nubis platform on this machine (Ctrl-C stops it)."""
+    settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
+                              storage_url=storage)
+    raise typer.Exit(run(settings))
+
+
+def login(
+    url: Annotated[str, typer.Option(help="the server, e.g. http://10.0.0.5:8400")],
+    token: Annotated[str, typer.Option(prompt=True, hide_input=True, help="an API token")],
+    workspace: Annotated[str | None, typer.Option(help="act in this workspace")] = None,
+) -> None:
+    """Check a token against a server and store it for later commands."""
+    credentials = Credentials(url=url.rstrip("/"), token=token, workspace=workspace)
+    with Client(credentials.url, credentials.token, workspace=workspace) as client:
+        me = client.whoami()
+    path = save_login(credentials)
+    render.success(f"logged in to {url} as {me.token_name} ({me.role.value} in {me.workspace}); "
+                   f"saved to {path}")
+
+
+def whoami(output: Output = "table") -> None:
+    """Show the token in use: its name, workspace and role."""
+    with Client() as client:
+        me = client.whoami()
+        if render.check_output(output) == "json":
+            render.as_json({**me.model_dump(mode="json"), "url": client.url})
+        else:
+            render.out.print(f"{me.token_name} · {me.role.value} in workspace {me.workspace}"
+                             f"{' · platform admin' if me.superuser else ''} · {client.url}")

@@ -1,0 +1,62 @@
+"""``nubis workspace …``"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nubis.cli import render
+from nubis.client.client import Client
+from nubis.models.resources import parse_bytes
+
+app = typer.Typer(help="Workspaces: tenancy for files, secrets, photons and tokens.", no_args_is_help=True)
+Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
+COLUMNS = ["name", "storage_quota_bytes", "created_at"]
+
+
+@app.command("create")
+def create(
+    name: str,
+    quota: Annotated[str | None, typer.Option(help="storage quota, e.g. 10Gi")] = None,
+    output: Output = "table",
+) -> None:
+    """Create a workspace (platform admin only)."""
+    with Client() as client:
+        ws = client.workspaces.create(name, storage_quota_bytes=parse_bytes(quota) if quota else None)
+    render.model(ws, output)
+
+
+@app.command("list")
+def list_(output: Output = "table") -> None:
+    """List the workspaces this token can see."""
+    with Client() as client:
+        render.models("workspaces", client.workspaces.list(), COLUMNS, output)
+
+
+@app.command("get")
+def get(name: str, output: Output = "table") -> None:
+    with Client() as client:
+        render.model(client.workspaces.get(name), output)
+
+
+@app.command("quota")
+def quota(
+    name: str,
+    size: Annotated[str, typer.Argument(help="e.g. 10Gi, or 'none' to remove the quota")],
+    output: Output = "table",
+) -> None:
+    """Set or remove a workspace's storage quota."""
+    value = None if size.lower() == "none" else parse_bytes(size)
+    with Client() as client:
+        render.model(client.workspaces.set_quota(name, value), output)
+
+
+@app.command("delete")
+def delete(name: str, yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
+    """Delete a workspace with everything in it."""
+    if not yes:
+        typer.confirm(f"delete workspace {name!r} with all its files, secrets and photons?", abort=True)
+    with Client() as client:
+        client.workspaces.delete(name)
+    render.success(f"deleted workspace {name}")

@@ -1,0 +1,43 @@
+"""``nubis.Client``: one object per resource over the control plane's REST API."""
+
+from __future__ import annotations
+
+from nubis.client.base import Transport
+from nubis.client.config import resolve
+from nubis.client.tokens import AuditAPI, TokensAPI
+from nubis.client.workspaces import WorkspacesAPI
+from nubis.models.auth import WhoAmI
+
+
+class Client:
+    """``Client()`` finds URL and token from env or ``$NUBIS_HOME``; or pass them."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        workspace: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.credentials = resolve(url, token, workspace)
+        self._transport = Transport(self.credentials, timeout=timeout)
+        self.workspaces = WorkspacesAPI(self._transport)
+        self.tokens = TokensAPI(self._transport)
+        self.audit = AuditAPI(self._transport)
+
+    @property
+    def url(self) -> str:
+        return self.credentials.url
+
+    def whoami(self) -> WhoAmI:
+        return self.tokens.whoami()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,44 @@
+"""``nubis up``: the control plane on this machine with embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import uvicorn
+
+from nubis.photon.serve import configure_logging, run_until_signal
+from nubis.server.app import build_context, create_app
+from nubis.server.security import write_private
+from nubis.server.settings import ServerSettings
+
+log = logging.getLogger("nubis.server")
+
+
+def describe(settings: ServerSettings) -> list[str]:
+    return [
+        f"API + docs  {settings.url}  ({settings.url}/docs)",
+        f"admin token {settings.admin_token_file}  (the CLI on this machine reads it)",
+        f"state       {settings.home}",
+        f"database    {settings.db_url or settings.home / 'nubis.db'}",
+        f"storage     {settings.storage}",
+    ]
+
+
+def run(settings: ServerSettings, *, log_level: str = "info") -> int:
+    configure_logging(log_level)
+    ctx = build_context(settings)
+    app = create_app(ctx)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
+                            access_log=False, log_level=log_level, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    info = {"url": settings.url, "pid": os.getpid()}
+    write_private(settings.server_file, json.dumps(info).encode())
+    for line in describe(settings):
+        log.info("%s", line)
+    try:
+        run_until_signal(server)
+    finally:
+        settings.server_file.unlink(missing_ok=True)
+    return 0 if server.started else 1
