@@ -1,0 +1,72 @@
+"""Tokens, roles and workspaces on the real app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from platform_fixtures import Platform
+
+
+async def test_every_route_needs_a_token(platform: Platform) -> None:
+    r = await platform.http.get("/api/v1/whoami")
+    assert r.status_code == 401
+    assert r.json() == {"error": {"code": "unauthorized",
+                                  "message": "missing token: send 'Authorization: Bearer <token>'",
+                                  "details": None}}
+    assert (await platform.http.get("/healthz")).status_code == 200
+
+
+async def test_tokens_are_shown_once_and_stored_hashed(platform: Platform) -> None:
+    secret = await platform.token("viewer")
+    listed = (await platform.http.get("/api/v1/tokens", headers=platform.admin)).json()
+    assert all("token" not in t for t in listed)
+    assert all(secret not in str(t) for t in listed)
+    me = (await platform.http.get("/api/v1/whoami", headers=platform.auth(secret))).json()
+    assert me["role"] == "viewer"
+    assert me["workspace"] == "default"
+
+
+async def test_revoked_and_expired_tokens_are_refused(platform: Platform) -> None:
+    secret = await platform.token("member")
+    tokens = (await platform.http.get("/api/v1/tokens", headers=platform.admin)).json()
+    token_id = next(t["id"] for t in tokens if t["name"] == "member-token")
+    r = await platform.http.delete(f"/api/v1/tokens/{token_id}", headers=platform.admin)
+    assert r.json()["revoked_at"] is not None
+    r = await platform.http.get("/api/v1/whoami", headers=platform.auth(secret))
+    assert r.status_code == 401
+    assert "revoked" in r.json()["error"]["message"]
+
+
+async def test_other_workspaces_are_invisible(platform: Platform) -> None:
+    research = await platform.token("admin", "research")
+    h = platform.auth(research)
+    r = await platform.http.get("/api/v1/workspaces/default", headers=h)
+    assert r.status_code == 404
+    r = await platform.http.get("/api/v1/whoami", headers={**h, "x-nubis-workspace": "default"})
+    assert r.status_code == 404
+    names = [w["name"] for w in (await platform.http.get("/api/v1/workspaces", headers=h)).json()]
+    assert names == ["research"]
+
+
+async def test_roles_limit_what_a_token_can_do(platform: Platform) -> None:
+    member = platform.auth(await platform.token("member"))
+    r = await platform.http.post("/api/v1/tokens", json={"role": "viewer"}, headers=member)
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "forbidden"
+    r = await platform.http.post("/api/v1/workspaces", json={"name": "x"}, headers=member)
+    assert r.status_code == 403
+
+
+async def test_changes_are_audited(platform: Platform) -> None:
+    await platform.http.post("/api/v1/workspaces", json={"name": "team-a"}, headers=platform.admin)
+    events = (await platform.http.get("/api/v1/audit", headers=platform.admin)).json()
+    assert events[0]["action"] == "workspace.create"
+    assert events[0]["target"] == "team-a"
+    assert events[0]["actor"].startswith("admin (")
+
+
+async def test_duplicate_workspace_is_a_conflict(platform: Platform) -> None:
+    body = {"name": "dup"}
+    r = await platform.http.post("/api/v1/workspaces", json=body, headers=platform.admin)
+    assert r.status_code == 201
+    r = await platform.http.post("/api/v1/workspaces", json=body, headers=platform.admin)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "conflict"
