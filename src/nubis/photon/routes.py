@@ -10,10 +10,12 @@ import logging
 import time
 import traceback
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 import pydantic
+from pydantic_core import PydanticSerializationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -82,6 +84,8 @@ class HandlerRoute:
         self.batcher: Batcher | None = None
         limit = spec.options.concurrency
         self.sem = asyncio.Semaphore(limit) if limit and not spec.batched else None
+        fields = spec.request_model.model_fields
+        self.text_params = frozenset(n for n, f in fields.items() if _takes_text(f.annotation))
 
     def start(self) -> None:
         if self.spec.batched:
@@ -164,19 +168,37 @@ class HandlerRoute:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             raise _too_large(self.limit)
-        form = await request.form(max_part_size=self.limit)
+        limited = Request(request.scope, self._limited(request.receive))  # chunked bodies too
+        try:
+            form = await limited.form(max_part_size=self.limit)
+        except HTTPException as exc:  # starlette's answer to a malformed multipart body
+            raise BadRequestError(f"invalid multipart body: {exc.detail}") from None
         data: dict[str, Any] = {}
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 data[key] = File(await value.read(), value.filename, value.content_type)
-            elif key in self.spec.file_params:
-                data[key] = value
+            elif key in self.spec.file_params or key in self.text_params:
+                data[key] = value  # text stays text, even "123" or "null"
             else:  # form fields are text: numbers, lists and objects come as JSON
                 try:
                     data[key] = json.loads(value)
                 except ValueError:
                     data[key] = value
         return data
+
+    def _limited(self, receive: Any) -> Any:
+        """``receive`` that raises once the body grows past the limit."""
+        size = 0
+
+        async def limited_receive() -> Any:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                raise _too_large(self.limit)
+            return message
+
+        return limited_receive
 
     async def _invoke(self, kwargs: dict[str, Any]) -> Any:
         spec = self.spec
@@ -227,7 +249,7 @@ class HandlerRoute:
                 return Response(file.data, media_type=file.content_type, headers=_file_headers(file))
         try:
             body = spec.response_adapter.dump_json(result, warnings=False, fallback=_json_fallback)
-        except (pydantic.PydanticSerializationError, TypeError, ValueError) as exc:
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise HandlerError(
                 f"handler {spec.name!r} returned a value that cannot be sent as JSON: {exc}"
             ) from None
@@ -290,6 +312,11 @@ def _not_ready_message(state: PhotonState) -> str:
     if state is PhotonState.failed:
         return "the photon failed in init(); see its logs"
     return "the photon is shutting down"
+
+
+def _takes_text(annotation: Any) -> bool:
+    """A ``str`` (or ``str | None``) parameter takes a form field's text as it is."""
+    return annotation is str or str in get_args(annotation)
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:

@@ -118,6 +118,7 @@ def format_user_error(exc: BaseException, title: str) -> str:
         if f"{os.sep}nubis{os.sep}photon{os.sep}" not in f.filename
         and f"{os.sep}concurrent{os.sep}futures{os.sep}" not in f.filename
         and f"{os.sep}asyncio{os.sep}" not in f.filename
+        and not f.filename.startswith("<frozen ")  # importlib's machinery around user modules
     ]
     lines = [f"── {title} " + "─" * max(0, 60 - len(title))]
     for line in traceback.format_list(frames):
