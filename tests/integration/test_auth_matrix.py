@@ -1,0 +1,134 @@
+"""Every API route × every kind of caller → the expected status.
+
+Callers: no token, expired, revoked, a token of another workspace (its admin), viewer, member,
+admin of the workspace, and the platform admin. 
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from nubis.models.auth import ROLE_PERMISSIONS, Permission, Role
+from nubis.server.orm import TokenRow
+from nubis.server.security import hash_token
+
+from platform_fixtures import Platform
+
+Setup = Callable[[Platform], Awaitable[dict[str, str]]]
+_counter = itertools.count()
+
+
+async def _nothing(platform: Platform) -> dict[str, str]:
+    return {}
+
+
+async def _workspace(platform: Platform) -> dict[str, str]:
+    name = f"victim-{next(_counter)}"
+    r = await platform.http.post("/api/v1/workspaces", json={"name": name}, headers=platform.admin)
+    assert r.status_code == 201
+    return {"name": name}
+
+
+async def _token(platform: Platform) -> dict[str, str]:
+    r = await platform.http.post("/api/v1/tokens", json={"name": f"t{next(_counter)}", "role": "viewer"},
+                                 headers=platform.admin)
+    return {"token_id": r.json()["id"]}
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    need: Permission | None  # None: platform admin only
+    ok: int
+    object: bool = False  # addresses one object of the workspace: other workspaces get 404
+    json: dict[str, Any] | None = None
+    content: bytes | None = None
+    setup: Setup = field(default=_nothing)
+
+    @property
+    def route(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+CASES = [
+    Case("GET", "/api/v1/whoami", Permission.read, 200),
+    Case("POST", "/api/v1/tokens", Permission.manage, 201, json={"name": "x", "role": "viewer"}),
+    Case("GET", "/api/v1/tokens", Permission.manage, 200),
+    Case("DELETE", "/api/v1/tokens/{token_id}", Permission.manage, 200, object=True, setup=_token),
+    Case("GET", "/api/v1/audit", Permission.manage, 200),
+    Case("POST", "/api/v1/workspaces", None, 201, json={"name": "new-{n}"}),
+    Case("GET", "/api/v1/workspaces", Permission.read, 200),
+    Case("GET", "/api/v1/workspaces/{name}", Permission.read, 200, object=True,
+         setup=lambda p: _fixed({"name": "default"})),
+    Case("PATCH", "/api/v1/workspaces/{name}", None, 200, object=True,
+         json={"storage_quota_bytes": 10}, setup=_workspace),
+    Case("DELETE", "/api/v1/workspaces/{name}", None, 204, object=True, setup=_workspace),
+]
+
+
+async def _fixed(values: dict[str, str]) -> dict[str, str]:
+    return values
+
+
+CALLERS = ["none", "expired", "revoked", "other", "viewer", "member", "admin", "superuser"]
+
+
+def expected(case: Case, caller: str) -> int:
+    if caller in ("none", "expired", "revoked"):
+        return 401
+    if caller == "superuser":
+        return case.ok
+    if case.need is None:
+        return 403
+    if caller == "other":
+        return 404 if case.object else case.ok
+    return case.ok if case.need in ROLE_PERMISSIONS[Role(caller)] else 403
+
+
+async def caller_headers(platform: Platform) -> dict[str, dict[str, str]]:
+    tokens = {
+        "viewer": await platform.token("viewer"),
+        "member": await platform.token("member"),
+        "admin": await platform.token("admin"),
+        "other": await platform.token("admin", "other"),
+        "expired": await platform.token("viewer"),
+        "revoked": await platform.token("viewer"),
+        "superuser": platform.admin_token,
+    }
+    async with platform.ctx.db.sessions() as session:
+        expired = await session.scalar(select(TokenRow).where(TokenRow.hash == hash_token(tokens["expired"])))
+        expired.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        revoked = await session.scalar(select(TokenRow).where(TokenRow.hash == hash_token(tokens["revoked"])))
+        revoked.revoked_at = datetime.now(UTC)
+        await session.commit()
+    headers = {name: platform.auth(token) for name, token in tokens.items()}
+    headers["none"] = {}
+    return headers
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.route)
+async def test_route_answers_each_caller_as_expected(case: Case, sqlite_platform: Platform) -> None:
+    platform = sqlite_platform
+    headers = await caller_headers(platform)
+    got = {}
+    for caller in CALLERS:
+        values = await case.setup(platform)
+        path = case.path.format(**values)
+        body = None
+        if case.json is not None:
+            body = {k: v.format(n=next(_counter)) if isinstance(v, str) else v
+                    for k, v in case.json.items()}
+        r = await platform.http.request(case.method, path, json=body, content=case.content,
+                                        headers=headers[caller])
+        got[caller] = r.status_code
+        if r.status_code >= 400:
+            assert set(r.json()) == {"error"}, r.text
+    assert got == {caller: expected(case, caller) for caller in CALLERS}
