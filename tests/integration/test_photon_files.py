@@ -3,6 +3,8 @@
 import base64
 
 import nubis
+from nubis.client.photon import build_request, decode_response
+from nubis.models.photons import PhotonManifest
 from nubis.photon.loader import load_photon
 from nubis.photon.runtime import ServeSettings
 from nubis.photon.testing import photon_http
@@ -205,3 +207,24 @@ async def test_a_malformed_multipart_body_is_a_bad_request() -> None:
         r = await http.post("/describe", content=b"garbage", headers={"content-type": "multipart/form-data"})
         assert r.status_code == 400
         assert r.json()["error"]["message"] == ("invalid multipart body: Missing boundary in multipart.")
+
+
+async def test_the_clients_multipart_encoding_round_trips() -> None:
+    async with photon_http(Files) as http:
+        manifest = PhotonManifest.model_validate((await http.get("/_nubis/manifest")).json())
+        info = next(h for h in manifest.handlers if h.name == "describe")
+        params = {
+            "file": nubis.File(PNG, "p.png", "image/png"),
+            "note": "007",
+            "scale": 2,
+            "tags": ["x", "y"],
+        }
+        r = await http.request(**build_request(info, params))
+    assert decode_response(r) == {
+        "size": len(PNG),
+        "filename": "p.png",
+        "content_type": "image/png",
+        "note": "007",
+        "scale": 2,
+        "tags": ["x", "y"],
+    }

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 
+import numpy as np
 import pydantic
 import pytest
 
@@ -47,6 +48,15 @@ class Shop(nubis.Photon):
     def untyped(self, x):
         return {"got": x}
 
+    @nubis.handler
+    def arrays(self, n: int):
+        values = np.arange(n, dtype=np.float32)
+        return {"values": values, "total": values.sum(), "shape": values.shape}
+
+    @nubis.handler
+    def review(self, text: str) -> Review:
+        return Review(text=text)
+
 
 async def test_post_json_object_returns_json() -> None:
     async with photon_http(Echo) as http:
@@ -74,6 +84,14 @@ async def test_nested_models_defaults_and_untyped_values() -> None:
         assert (r.status_code, r.json()) == (200, None)
         r = await http.post("/untyped", json={"x": [1, {"a": None}]})
         assert r.json() == {"got": [1, {"a": None}]}
+
+
+async def test_numpy_values_and_models_are_sent_as_json() -> None:
+    async with photon_http(Shop) as http:
+        r = await http.post("/arrays", json={"n": 3})
+        assert r.json() == {"values": [0.0, 1.0, 2.0], "total": 3.0, "shape": [3]}
+        r = await http.post("/review", json={"text": "fine"})
+        assert r.json() == {"text": "fine", "stars": 3}
 
 
 async def test_get_handlers_read_query_parameters() -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import threading
 
 import pytest
 
@@ -158,3 +159,28 @@ async def test_a_photon_without_handlers_still_serves_health() -> None:
         r = await http.post("/anything", json={})
         assert r.status_code == 404
         assert r.json()["error"]["message"] == ("no handler at /anything; this photon serves: (no handlers)")
+
+
+async def test_leaving_during_init_does_not_hang_or_call_shutdown() -> None:
+    class Stalled(nubis.Photon):
+        gate = threading.Event()
+        events: list[str] = []
+
+        def init(self) -> None:
+            self.gate.wait(timeout=10)
+
+        def shutdown(self) -> None:
+            self.events.append("shutdown")
+
+    try:
+
+        async def enter_and_leave() -> PhotonState:
+            async with photon_http(Stalled, wait_ready=False) as http:
+                runtime = http.app.state.runtime  # type: ignore[attr-defined]
+                assert runtime.state is PhotonState.starting
+            return runtime.state
+
+        assert await asyncio.wait_for(enter_and_leave(), 5) is PhotonState.stopping
+    finally:
+        Stalled.gate.set()
+    assert Stalled.events == []
