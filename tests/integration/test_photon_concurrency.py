@@ -113,3 +113,35 @@ async def test_without_a_limit_sync_calls_run_in_parallel_threads() -> None:
     # each call waits at a barrier for all four: this completes only if they overlap
     assert [r.status_code for r in rs] == [200] * 4
     assert Overlapping.tracker.peak == 4
+
+
+class Unsafe(nubis.Photon):
+    """A model that must never run twice at once, with calls that can time out."""
+
+    tracker = Tracker()
+    gate = threading.Event()
+
+    @nubis.handler(concurrency=1, timeout=0.05)
+    def predict(self, i: int) -> int:
+        with self.tracker:
+            self.gate.wait(timeout=5)
+        return i
+
+
+async def test_a_timed_out_sync_call_keeps_its_slot_until_its_thread_ends() -> None:
+    Unsafe.tracker = Tracker()
+    Unsafe.gate.clear()
+    try:
+        async with photon_http(Unsafe) as http:
+            first = await http.post("/predict", json={"i": 1})
+            assert first.status_code == 504  # the client stopped waiting; the thread runs on
+            second = asyncio.create_task(http.post("/predict", json={"i": 2}))
+            done, _ = await asyncio.wait({second}, timeout=0.3)
+            assert not done  # queued behind the thread still running, not beside it
+            Unsafe.gate.set()
+            r = await second
+    finally:
+        Unsafe.gate.set()
+    assert (r.status_code, r.json()) == (200, 2)
+    assert Unsafe.tracker.calls == 2
+    assert Unsafe.tracker.peak == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import json
@@ -133,9 +134,12 @@ class HandlerRoute:
             return await self._stream(kwargs)
         if self.sem is None:
             result = await self._invoke(kwargs)
-        else:
+        elif self.spec.is_async:
             async with self.sem:
                 result = await self._invoke(kwargs)
+        else:  # the thread frees the slot (see _in_thread), even after a timeout stopped waiting
+            await self.sem.acquire()
+            result = await self._invoke(kwargs, self.sem)
         return self._encode(result)
 
     async def _read_body(self, request: Request) -> bytes:
@@ -200,16 +204,14 @@ class HandlerRoute:
 
         return limited_receive
 
-    async def _invoke(self, kwargs: dict[str, Any]) -> Any:
+    async def _invoke(self, kwargs: dict[str, Any], slot: asyncio.Semaphore | None = None) -> Any:
         spec = self.spec
         if self.batcher is not None:
             call = self.batcher.submit(kwargs)
         elif spec.is_async:
             call = spec.func(self.runtime.instance, **kwargs)
         else:
-            call = asyncio.get_running_loop().run_in_executor(
-                self.runtime.executor, functools.partial(spec.func, self.runtime.instance, **kwargs)
-            )
+            call = self._in_thread(kwargs, slot)
         try:
             if spec.options.timeout is None:
                 return await call
@@ -222,6 +224,16 @@ class HandlerRoute:
             ) from None
         except Exception as exc:
             raise self._user_error(exc) from None
+
+    def _in_thread(self, kwargs: dict[str, Any], slot: asyncio.Semaphore | None) -> Any:
+        """Run a sync handler in the pool; its ``concurrency`` slot is freed when the thread ends."""
+        loop = asyncio.get_running_loop()
+        future = self.runtime.executor.submit(
+            functools.partial(self.spec.func, self.runtime.instance, **kwargs)
+        )
+        if slot is not None:
+            future.add_done_callback(lambda _: _call_soon(loop, slot.release))
+        return asyncio.wrap_future(future, loop=loop)
 
     async def _call_batch(self, items: list[dict[str, Any]]) -> list[Any]:
         spec = self.spec
@@ -312,6 +324,11 @@ def _not_ready_message(state: PhotonState) -> str:
     if state is PhotonState.failed:
         return "the photon failed in init(); see its logs"
     return "the photon is shutting down"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed while a timed-out thread ran on
+        loop.call_soon_threadsafe(callback)
 
 
 def _takes_text(annotation: Any) -> bool:
