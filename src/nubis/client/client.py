@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nubis.client.base import Transport
 from nubis.client.config import resolve
+from nubis.client.secrets import SecretsAPI
 from nubis.client.tokens import AuditAPI, TokensAPI
 from nubis.client.workspaces import WorkspacesAPI
 from nubis.models.auth import WhoAmI
@@ -25,6 +26,7 @@ class Client:
         self.workspaces = WorkspacesAPI(self._transport)
         self.tokens = TokensAPI(self._transport)
         self.audit = AuditAPI(self._transport)
+        self.secrets = SecretsAPI(self._transport)
 
     @property
     def url(self) -> str:
