@@ -58,6 +58,13 @@ def source(tmp_path: Path) -> Path:
     (root / "__pycache__").mkdir()
     (root / "__pycache__" / "junk.pyc").write_bytes(b"\0")
     (root / "old.photon").write_bytes(b"not me")
+    for skipped in (".git", ".venv", "greeter.egg-info", "node_modules"):
+        (root / skipped).mkdir()
+        (root / skipped / "file.txt").write_text("not me")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside the photon folder")
+    (root / "link-out.txt").symlink_to(outside)
+    (root / "link-in.txt").symlink_to("helpers.py")
     return root
 
 
@@ -82,7 +89,8 @@ def test_build_writes_a_zip_with_sources_and_manifest(bundle: Path) -> None:
     with zipfile.ZipFile(bundle) as zf:
         names = sorted(zf.namelist())
         manifest = json.loads(zf.read(MANIFEST))
-    assert names == ["data/words.txt", "helpers.py", MANIFEST, "photon.py"]
+    # no caches, VCS or virtualenv folders, older bundles, or links pointing out of the folder
+    assert names == ["data/words.txt", "helpers.py", "link-in.txt", MANIFEST, "photon.py"]
     assert manifest["name"] == "greeter"
     assert manifest["entrypoint"] == "photon.py:Greeter"
     assert manifest["requirements"] == ["numpy>=1.26"]
@@ -103,6 +111,13 @@ def test_manifest_lists_handlers_with_schemas(bundle: Path) -> None:
     assert handlers["count"].streaming is True
 
 
+def test_build_from_a_file_and_class(source: Path, tmp_path: Path) -> None:
+    _, from_file = build_bundle(f"{source / 'photon.py'}:Greeter", tmp_path / "f.photon")
+    _, from_folder = build_bundle(str(source), tmp_path / "d.photon")
+    assert from_file.entrypoint == "photon.py:Greeter"
+    assert from_file.content_hash == from_folder.content_hash
+
+
 def test_build_returns_the_manifest_it_wrote(source: Path, tmp_path: Path) -> None:
     out, manifest = build_bundle(str(source), tmp_path / "g.photon")
     assert read_manifest(out) == manifest
@@ -120,7 +135,7 @@ def test_default_output_is_named_after_the_photon(
 def test_same_source_gives_the_same_hash(source: Path, tmp_path: Path) -> None:
     _, first = build_bundle(str(source), tmp_path / "a.photon")
     _, again = build_bundle(str(source), tmp_path / "b.photon")
-    copy = shutil.copytree(source, tmp_path / "elsewhere" / "greeter")
+    copy = shutil.copytree(source, tmp_path / "elsewhere" / "greeter", symlinks=True)
     _, moved = build_bundle(str(copy), tmp_path / "c.photon")
     assert first.content_hash == again.content_hash == moved.content_hash
 
@@ -222,3 +237,11 @@ def test_load_photon_on_a_bundle_gives_the_class(bundle: Path, tmp_path: Path) -
     assert loaded.manifest is not None
     assert loaded.root == tmp_path / "cache" / loaded.manifest.content_hash
     assert loaded.cls().hello("you", loud=True) == {"text": "HELLO YOU"}  # sibling import works
+
+
+def test_a_bundle_whose_entrypoint_leaves_the_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(bundle).model_copy(update={"entrypoint": "../evil.py:Greeter"})
+    bad = rewrite(bundle, tmp_path / "bad.photon", {MANIFEST: manifest.model_dump_json().encode()})
+    with pytest.raises(BundleError) as info:
+        load_photon(str(bad), bundle_cache=tmp_path / "cache")
+    assert info.value.message == f"{bad}: bad entrypoint '../evil.py:Greeter'"
