@@ -60,16 +60,20 @@ async def get_caller(
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise UnauthorizedError("missing token: send 'Authorization: Bearer <token>'")
-    row = await session.scalar(select(TokenRow).where(TokenRow.hash == hash_token(token.strip())))
-    if row is None:
+    found = (await session.execute(
+        select(TokenRow, WorkspaceRow)
+        .join(WorkspaceRow, WorkspaceRow.id == TokenRow.workspace_id)
+        .where(TokenRow.hash == hash_token(token.strip()))
+    )).first()
+    if found is None:
         raise UnauthorizedError("unknown token")
+    row, home = found
     if row.revoked_at is not None:
         raise UnauthorizedError("this token was revoked; ask an admin for a new one")
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
         raise UnauthorizedError("this token has expired; ask an admin for a new one")
-    home = await session.get(WorkspaceRow, row.workspace_id)
-    workspace = home
-    if x_nubis_workspace and home is not None and x_nubis_workspace != home.name:
+    workspace: WorkspaceRow | None = home
+    if x_nubis_workspace and x_nubis_workspace != home.name:
         workspace = None
         if row.superuser:
             workspace = await session.scalar(
