@@ -73,7 +73,7 @@ async def test_async_batched_handlers_get_one_list_per_parameter() -> None:
     assert max(len(b) for b in Doubler.batches) > 1
 
 
-async def test_a_lone_request_is_served_after_max_wait() -> None:
+async def test_a_lone_request_is_answered_after_max_wait() -> None:
     async with photon_http(Doubler) as http:
         r = await asyncio.wait_for(http.post("/double", json={"x": 21}), 5)
     assert (r.status_code, r.json()) == (200, 42)

@@ -117,7 +117,7 @@ async def test_get_handlers_reject_unknown_and_missing_query_parameters() -> Non
         ]
 
 
-async def test_one_path_can_serve_get_and_post() -> None:
+async def test_one_path_can_answer_get_and_post() -> None:
     async with photon_http(Shop) as http:
         assert (await http.get("/v1/item")).json() == "read"
         assert (await http.post("/v1/item", json={"name": "x"})).json() == "wrote x"
@@ -167,7 +167,7 @@ async def test_openapi_describes_streaming_and_file_handlers() -> None:
     assert set(reverse["responses"]["200"]["content"]) == {"application/octet-stream"}
 
 
-async def test_docs_page_is_served() -> None:
+async def test_docs_page_is_up() -> None:
     async with photon_http(Echo) as http:
         r = await http.get("/docs")
     assert r.status_code == 200

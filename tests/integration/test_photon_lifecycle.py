@@ -73,7 +73,7 @@ async def test_init_runs_before_handlers_and_shutdown_on_exit() -> None:
     assert Lifecycle.events == ["init", "greet ada", "shutdown"]
 
 
-async def test_one_instance_serves_every_request() -> None:
+async def test_one_instance_handles_every_request() -> None:
     async with photon_http(Lifecycle) as http:
         runtime = http.app.state.runtime  # type: ignore[attr-defined]
         instance = runtime.instance
@@ -150,7 +150,7 @@ async def test_a_failing_shutdown_is_logged_not_raised(caplog: pytest.LogCapture
     assert "RuntimeError: cannot release" in logged
 
 
-async def test_a_photon_without_handlers_still_serves_health() -> None:
+async def test_a_photon_without_handlers_still_answers_health() -> None:
     class Empty(nubis.Photon):
         pass
 

@@ -80,7 +80,7 @@ def test_error_from_body_keeps_an_unknown_code() -> None:
     assert NubisError.http_status == 500
 
 
-def test_error_from_body_keeps_the_status_the_server_sent() -> None:
+def test_error_from_body_keeps_the_status_it_came_with() -> None:
     exc = error_from_body(502, {"error": {"code": "not_found", "message": "gone"}})
     assert isinstance(exc, errors.NotFoundError)
     assert exc.http_status == 502

@@ -51,7 +51,7 @@ async def test_concurrent_items_are_coalesced_up_to_the_max(batcher: Batcher, re
     assert sorted(x for b in recorder.batches for x in b) == list(range(20))
 
 
-async def test_a_lone_item_is_served_after_max_wait(recorder: Recorder) -> None:
+async def test_a_lone_item_is_answered_after_max_wait(recorder: Recorder) -> None:
     batcher = await started(recorder, max_wait_ms=5)
     try:
         assert await asyncio.wait_for(batcher.submit({"x": 21}), 2) == 42

@@ -266,7 +266,7 @@ def test_a_handler_must_be_a_method() -> None:
 @pytest.mark.parametrize(
     "path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/_nubis/manifest"]
 )
-def test_reserved_paths_are_rejected(path: str) -> None:
+def test_system_paths_are_rejected(path: str) -> None:
     with pytest.raises(PhotonDefinitionError) as info:
 
         class Bad(nubis.Photon):
