@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,3 +46,54 @@ class PhotonManifest(BaseModel):
     nubis_version: str | None = None
     python_version: str | None = None
     created_at: str | None = None
+
+
+PHOTON_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
+
+
+class HandlerSummary(BaseModel):
+    name: str
+    method: str
+    path: str
+    streaming: bool = False
+    max_batch_size: int = 1
+
+
+class PhotonVersion(BaseModel):
+    """One pushed bundle of a photon in the registry, addressed as ``name:version``."""
+
+    name: str
+    version: int
+    ref: str = Field(description="'name:version', what deployments refer to")
+    content_hash: str = Field(description="sha256 over the source files (see the manifest)")
+    size: int = Field(description="bytes of the bundle")
+    handlers: list[HandlerSummary]
+    requirements: list[str]
+    resources: Resources
+    created_at: datetime
+    created_by: str | None = Field(default=None, description="the token that pushed it")
+
+
+class PushedPhoton(PhotonVersion):
+    unchanged: bool = Field(
+        default=False,
+        description="true when this content already was the latest version: nothing was stored",
+    )
+
+
+class PhotonVersionDetail(PhotonVersion):
+    manifest: PhotonManifest
+
+
+class PhotonSummary(BaseModel):
+    """A photon name: its latest version and how many versions it has."""
+
+    name: str
+    latest: int
+    versions: int
+    ref: str
+    content_hash: str
+    size: int
+    handlers: list[str]
+    created_at: datetime = Field(description="when the latest version was pushed")
+    created_by: str | None = None
