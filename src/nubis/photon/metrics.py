@@ -64,7 +64,6 @@ class HandlerMetrics:
         self._name = name
         self.latency = metrics.latency.labels(name)
         self.in_flight = metrics.in_flight.labels(name)
-        self.batch_size = metrics.batch_size.labels(name)
         self._by_status: dict[int, Counter] = {}
 
     def done(self, status: int, seconds: float) -> None:
@@ -73,6 +72,10 @@ class HandlerMetrics:
             child = self._by_status[status] = self._metrics.requests.labels(self._name, str(status))
         child.inc()
         self.latency.observe(seconds)
+
+    def batch_sizes(self) -> Histogram:
+        """The batch-size histogram of this handler (bound only for batched handlers)."""
+        return self._metrics.batch_size.labels(self._name)
 
     def error(self, code: str) -> None:
         self._metrics.errors.labels(self._name, code).inc()

@@ -95,7 +95,7 @@ class HandlerRoute:
                 max_batch_size=self.spec.options.max_batch_size,
                 max_wait_ms=self.spec.options.max_wait_ms,
                 workers=self.spec.options.concurrency or 1,
-                on_batch=self.metrics.batch_size.observe,
+                on_batch=self.metrics.batch_sizes().observe,
             )
             self.batcher.start()
 
