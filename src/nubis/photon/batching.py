@@ -82,7 +82,12 @@ class Batcher:
                 continue
             if self._on_batch is not None:
                 self._on_batch(len(batch))
-            await self._dispatch(batch)
+            try:
+                await self._dispatch(batch)
+            except asyncio.CancelledError:  # stopped mid-call: answer, never leave a caller waiting
+                for _, fut in batch:
+                    _settle(fut, HandlerError("the photon is shutting down"))
+                raise
 
     async def _dispatch(self, batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
         try:
