@@ -1,4 +1,4 @@
-"""``nubis photon …``: run a photon locally, build a bundle, call a running photon."""
+"""``nubis photon …``: run a photon locally, build a bundle, call a running photon; the registry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from nubis.cli import render
+from nubis.client.client import Client
 from nubis.client.photon import PhotonClient
+from nubis.client.photons import parse_ref
 from nubis.errors import BadRequestError
 from nubis.models.resources import parse_bytes
 from nubis.photon.build import build_bundle
@@ -85,3 +87,74 @@ def call(
             render.out.print(f"{len(result.data)} bytes of {result.content_type}")
         else:
             render.as_json(result)
+
+
+Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
+Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (VERSION may be 'latest')")]
+
+
+@app.command("push")
+def push(target: Target, output: Output = "table") -> None:
+    """Push a photon to the registry: a folder or file is built into a bundle first."""
+    with Client() as client:
+        pushed = client.photons.push(target)
+    if render.check_output(output) == "json":
+        render.as_json(pushed.model_dump(mode="json"))
+    elif pushed.unchanged:
+        render.success(f"{pushed.ref} is already the latest version (sha256 {pushed.content_hash[:12]}); "
+                       "nothing changed")
+    else:
+        render.success(f"pushed {pushed.ref} (sha256 {pushed.content_hash[:12]})")
+
+
+@app.command("list")
+def list_(
+    name: Annotated[str | None, typer.Argument(help="list this photon's versions")] = None,
+    output: Output = "table",
+) -> None:
+    """Photons in the registry (latest versions), or every version of one."""
+    with Client() as client:
+        if name is not None:
+            render.models(f"versions of {name}", client.photons.versions(name),
+                          ["ref", "content_hash", "size", "created_at", "created_by"], output)
+            return
+        photons = client.photons.list()
+    if render.check_output(output) == "json":
+        render.as_json([p.model_dump(mode="json") for p in photons])
+        return
+    render.table("photons", ["name", "latest", "versions", "handlers", "pushed", "by"], [
+        [p.name, p.latest, p.versions, ", ".join(p.handlers), f"{p.created_at:%Y-%m-%d %H:%M}", p.created_by]
+        for p in photons
+    ])
+
+
+@app.command("get")
+def get(ref: Ref, output: Output = "table") -> None:
+    """Show one version; ``--output json`` prints its manifest."""
+    name, version = parse_ref(ref)
+    with Client() as client:
+        detail = client.photons.get(name, version or "latest")
+    if render.check_output(output) == "json":
+        render.as_json(detail.manifest.model_dump(mode="json"))
+        return
+    render.out.print(f"[bold]{detail.ref}[/]  sha256 {detail.content_hash[:12]} · {detail.size} bytes · "
+                     f"pushed {detail.created_at:%Y-%m-%d %H:%M} by {detail.created_by or '-'}",
+                     highlight=False)
+    render.out.print(f"entrypoint {detail.manifest.entrypoint} · requirements "
+                     f"{', '.join(detail.requirements) or '-'}", highlight=False)
+    render.table("handlers", ["name", "method", "path", "batch", "streaming"], [
+        [h.name, h.method, h.path, h.max_batch_size if h.max_batch_size > 1 else "-",
+         "yes" if h.streaming else "-"]
+        for h in detail.handlers
+    ])
+
+
+@app.command("delete")
+def delete(ref: Ref, yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
+    """Delete one version (NAME:VERSION), or every version of a photon (NAME)."""
+    name, version = parse_ref(ref)
+    if version is None and not yes:
+        typer.confirm(f"delete every version of photon {name!r}?", abort=True)
+    with Client() as client:
+        client.photons.delete(name, version)
+    render.success(f"deleted {ref}" if version else f"deleted every version of {name}")

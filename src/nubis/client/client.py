@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nubis.client.base import Transport
 from nubis.client.config import resolve
+from nubis.client.photons import PhotonsAPI
 from nubis.client.secrets import SecretsAPI
 from nubis.client.tokens import AuditAPI, TokensAPI
 from nubis.client.workspaces import WorkspacesAPI
@@ -27,6 +28,7 @@ class Client:
         self.tokens = TokensAPI(self._transport)
         self.audit = AuditAPI(self._transport)
         self.secrets = SecretsAPI(self._transport)
+        self.photons = PhotonsAPI(self._transport)
 
     @property
     def url(self) -> str:
