@@ -142,7 +142,13 @@ async def test_bad_versions(platform: Platform, echo_dir: Path, tmp_path: Path) 
     assert r.status_code == 422
     assert r.json() == {"error": {"code": "validation_error", "details": None,
                                   "message": "version must be a number or 'latest', not 'first'"}}
-    r = await platform.http.get("/api/v1/photons/echo/7", headers=platform.admin)
+    r = await platform.http.get("/api/v1/photons/echo/%C2%B2", headers=platform.admin)  # '²' is no number
+    assert r.status_code == 422
+    for version in ("7", "99999999999999999999"):
+        r = await platform.http.get(f"/api/v1/photons/echo/{version}", headers=platform.admin)
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == f"photon 'echo:{version}' not found in workspace 'default'"
+    r = await platform.http.get("/api/v1/photons/no%00such/1", headers=platform.admin)
     assert r.status_code == 404
     r = await platform.http.get("/api/v1/photons/nothing", headers=platform.admin)
     assert r.status_code == 404

@@ -15,7 +15,8 @@ _BUNDLE_BODY = {
     "requestBody": {
         "required": True,
         "description": "the bundle zip (`nubis photon build`), as the raw body",
-        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {media: {"schema": {"type": "string", "format": "binary"}}
+                    for media in ("application/zip", "application/octet-stream")},
     }
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.errors import ConflictError, NotFoundError, ValidationError
 from nubis.models.photons import (
+    PHOTON_NAME_PATTERN,
     HandlerSummary,
     PhotonManifest,
     PhotonSummary,
@@ -32,6 +34,9 @@ from nubis.server.services import audit, photon_bundles
 from nubis.storage import AtomicWriter, ObjectStore, Store
 
 LATEST = "latest"
+_VERSION = re.compile(r"[0-9]+")
+MAX_VERSION = 2**31 - 1
+_NAME = re.compile(PHOTON_NAME_PATTERN)
 PUSH_ATTEMPTS = 5
 
 
@@ -77,9 +82,15 @@ def parse_version(version: str) -> int | None:
     """``"latest"`` → None; ``"3"`` → 3."""
     if version == LATEST:
         return None
-    if not version.isdigit():
+    if not _VERSION.fullmatch(version):
         raise ValidationError(f"version must be a number or 'latest', not {version[:50]!r}")
     return int(version)
+
+
+def _check_name(caller: Caller, name: str) -> None:
+    """A name no photon can have is simply not found (and never reaches the database)."""
+    if not _NAME.fullmatch(name):
+        raise NotFoundError(f"photon {name[:100]!r} not found in workspace {caller.workspace!r}")
 
 
 async def _latest(session: AsyncSession, workspace_id: str, name: str) -> PhotonRow | None:
@@ -90,9 +101,12 @@ async def _latest(session: AsyncSession, workspace_id: str, name: str) -> Photon
 
 
 async def get_row_or_raise(session: AsyncSession, caller: Caller, name: str, version: str) -> PhotonRow:
+    _check_name(caller, name)
     number = parse_version(version)
     if number is None:
         row = await _latest(session, caller.workspace_id, name)
+    elif number > MAX_VERSION:
+        row = None
     else:
         row = await session.scalar(select(PhotonRow).where(
             PhotonRow.workspace_id == caller.workspace_id, PhotonRow.name == name,
@@ -210,6 +224,7 @@ async def list_photons(session: AsyncSession, caller: Caller) -> list[PhotonSumm
 
 
 async def _versions(session: AsyncSession, caller: Caller, name: str) -> list[PhotonRow]:
+    _check_name(caller, name)
     rows = list((await session.scalars(
         select(PhotonRow).where(PhotonRow.workspace_id == caller.workspace_id, PhotonRow.name == name)
         .order_by(PhotonRow.version)
