@@ -136,6 +136,23 @@ async def test_delete_one_version_then_all(platform: Platform, echo_dir: Path, t
     assert r.status_code == 404
 
 
+async def test_version_numbers_are_never_reused(
+    platform: Platform, echo_dir: Path, tmp_path: Path
+) -> None:
+    await push(platform, build(echo_dir, tmp_path / "1.photon"))
+    (echo_dir / "extra.txt").write_text("v2")
+    await push(platform, build(echo_dir, tmp_path / "2.photon"))
+    r = await platform.http.delete("/api/v1/photons/echo/2", headers=platform.admin)
+    assert r.status_code == 204
+    (echo_dir / "extra.txt").write_text("v3")
+    r = await push(platform, build(echo_dir, tmp_path / "3.photon"))
+    assert r.json()["ref"] == "echo:3"
+    assert (await platform.http.delete("/api/v1/photons/echo", headers=platform.admin)).status_code == 204
+    (echo_dir / "extra.txt").write_text("v4")
+    r = await push(platform, build(echo_dir, tmp_path / "4.photon"))
+    assert r.json()["ref"] == "echo:4"
+
+
 async def test_bad_versions(platform: Platform, echo_dir: Path, tmp_path: Path) -> None:
     await push(platform, build(echo_dir, tmp_path / "1.photon"))
     r = await platform.http.get("/api/v1/photons/echo/first", headers=platform.admin)

@@ -103,6 +103,18 @@ class PhotonRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PhotonNameRow(Base):
+    """The highest version ever given to a photon name: numbers are never reused after deletes."""
+
+    __tablename__ = "photon_names"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
 

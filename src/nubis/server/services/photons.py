@@ -1,8 +1,9 @@
 """The photon registry: versioned bundles per workspace, numbered per name, kept in storage.
 
 Bundles live at ``<name>/<version>.photon`` in the workspace's photon store. A version number is
-the name's highest + 1; two pushes racing for the same number meet the unique constraint and
-the loser takes the next one. Pushing the content of the latest version again changes nothing.
+the highest ever given to the name + 1 (kept in ``photon_names``, so deleting a version never frees
+its number); two pushes racing for the same number meet the unique constraint and the loser
+takes the next one. Pushing the content of the latest version again changes nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nubis.models.photons import (
     PushedPhoton,
 )
 from nubis.server.deps import Caller
-from nubis.server.orm import PhotonRow, TokenRow
+from nubis.server.orm import PhotonNameRow, PhotonRow, TokenRow
 from nubis.server.services import audit, photon_bundles
 from nubis.storage import AtomicWriter, ObjectStore, Store
 
@@ -140,9 +141,11 @@ async def push(
             if latest is not None and latest.content_hash == manifest.content_hash:
                 (model,) = await _models(session, [latest])
                 return PushedPhoton(**model.model_dump(), unchanged=True)
+            given = await session.get(PhotonNameRow, (caller.workspace_id, manifest.name))
+            highest = max(latest.version if latest else 0, given.last_version if given else 0)
             row = PhotonRow(
                 workspace_id=caller.workspace_id, name=manifest.name,
-                version=(latest.version if latest else 0) + 1,
+                version=highest + 1,
                 manifest=manifest.model_dump(mode="json"), content_hash=manifest.content_hash,
                 size=size, created_by=caller.token_id,
             )
@@ -167,6 +170,7 @@ async def _store_and_insert(
     try:
         await asyncio.to_thread(_copy, spool, writer)
         session.add(row)
+        await _remember_version(session, row)
         audit.record(session, caller, "photon.push", f"{row.name}:{row.version}",
                      {"content_hash": row.content_hash, "size": row.size})
         await session.flush()
@@ -185,6 +189,14 @@ async def _store_and_insert(
         await asyncio.to_thread(_discard, photons, path)
         raise
     return True
+
+
+async def _remember_version(session: AsyncSession, row: PhotonRow) -> None:
+    given = await session.get(PhotonNameRow, (row.workspace_id, row.name))
+    if given is None:
+        session.add(PhotonNameRow(workspace_id=row.workspace_id, name=row.name, last_version=row.version))
+    else:
+        given.last_version = max(given.last_version, row.version)
 
 
 def _copy(spool: IO[bytes], writer: AtomicWriter) -> None:
@@ -262,7 +274,7 @@ async def open_bundle(
 async def delete_version(
     session: AsyncSession, caller: Caller, store: ObjectStore, name: str, version: str
 ) -> None:
-    """Delete one version and its bundle. Deleting the latest frees its number for the next push."""
+    """Delete one version and its bundle. Its number is not given again."""
     row = await get_row_or_raise(session, caller, name, version)
     await _delete(session, caller, store, name, [row], f"{row.name}:{row.version}")
 
@@ -277,8 +289,8 @@ async def _delete(
     session: AsyncSession, caller: Caller, store: ObjectStore, name: str, rows: list[PhotonRow],
     target: str,
 ) -> None:
-    """Rows go first (flushed, not committed), then bundles, then the commit. A push can only
-    take a freed number once the commit is visible, so this never removes a newer bundle."""
+    """Rows go first (flushed, not committed), then bundles, then the commit. Numbers are never
+    reused, so this never removes a newer bundle."""
     for row in rows:
         await session.delete(row)
     audit.record(session, caller, "photon.delete", target, {"versions": [r.version for r in rows]})
