@@ -20,7 +20,7 @@ from nubis.errors import (
 )
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
-from nubis.server.routers import auth, photons, secrets, workspaces
+from nubis.server.routers import auth, photons, secrets, storage, workspaces
 from nubis.server.security import SecretBox, load_or_create_master_key, write_private
 from nubis.server.services import tokens
 from nubis.server.settings import ServerSettings
@@ -60,7 +60,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="nubis", version=__version__, lifespan=lifespan,
                   description="The nubis control plane. Every route but /healthz needs a token.")
     app.state.ctx = ctx
-    for router in (auth.router, workspaces.router, secrets.router, photons.router):
+    for router in (auth.router, workspaces.router, secrets.router, photons.router, storage.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["system"])
