@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from nubis.errors import NubisError
@@ -35,7 +45,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def success(text: str) -> None:
-    out.print(f"[green]✓[/] {text}", highlight=False)
+    out.print(f"[green]✓[/] {text}", highlight=False, soft_wrap=True)
 
 
 OUTPUT_HELP = "table or json"
@@ -79,3 +89,14 @@ def _cell(value: Any) -> str:
     if hasattr(value, "value"):
         return str(value.value)
     return str(value)
+
+
+@contextlib.contextmanager
+def transfer(description: str, total: int) -> Iterator[Callable[[int], object]]:
+    """A progress bar for bytes on the move (on stderr: stdout stays clean for ``--output json``);
+    yields the function to call with each number of bytes moved."""
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.update(task, advance=n)

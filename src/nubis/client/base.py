@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -44,6 +46,24 @@ class Transport:
             ) from None
         raise_for_error(response)
         return response
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives; typed errors as :meth:`request`."""
+        try:
+            with self.http.stream(method, API + path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                raise_for_error(response)
+                yield response
+        except httpx.ConnectError as exc:
+            raise ConnectionFailedError(
+                f"cannot reach the nubis server at {self.credentials.url} ({exc}); is `nubis up` running?"
+            ) from None
+        except httpx.TransportError as exc:
+            raise ConnectionFailedError(
+                f"lost the connection to the nubis server at {self.credentials.url} ({exc!r})"
+            ) from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)

@@ -6,6 +6,7 @@ from nubis.client.base import Transport
 from nubis.client.config import resolve
 from nubis.client.photons import PhotonsAPI
 from nubis.client.secrets import SecretsAPI
+from nubis.client.storage import StorageAPI
 from nubis.client.tokens import AuditAPI, TokensAPI
 from nubis.client.workspaces import WorkspacesAPI
 from nubis.models.auth import WhoAmI
@@ -29,6 +30,7 @@ class Client:
         self.audit = AuditAPI(self._transport)
         self.secrets = SecretsAPI(self._transport)
         self.photons = PhotonsAPI(self._transport)
+        self.storage = StorageAPI(self._transport)
 
     @property
     def url(self) -> str:
