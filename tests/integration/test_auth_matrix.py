@@ -7,20 +7,26 @@ admin of the workspace, and the platform admin.
 from __future__ import annotations
 
 import itertools
+import shutil
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from nubis.models.auth import ROLE_PERMISSIONS, Permission, Role
+from nubis.photon.build import build_bundle
 from nubis.server.orm import TokenRow
 from nubis.server.security import hash_token
 
 from platform_fixtures import Platform
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 Setup = Callable[[Platform], Awaitable[dict[str, str]]]
 _counter = itertools.count()
 
@@ -34,6 +40,45 @@ async def _workspace(platform: Platform) -> dict[str, str]:
     r = await platform.http.post("/api/v1/workspaces", json={"name": name}, headers=platform.admin)
     assert r.status_code == 201
     return {"name": name}
+
+
+async def _secret(platform: Platform) -> dict[str, str]:
+    name = f"S_{next(_counter)}"
+    r = await platform.http.put(f"/api/v1/secrets/{name}", json={"value": "v"}, headers=platform.admin)
+    assert r.status_code == 200, r.text
+    return {"name": name}
+
+
+def _bundle() -> bytes:
+    """A bundle of the echo example with unique content (so every push is a new version)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "echo"
+        shutil.copytree(EXAMPLES / "echo", folder)
+        (folder / "nonce.txt").write_text(str(next(_counter)))
+        path, _ = build_bundle(str(folder), Path(tmp) / "echo.photon")
+        return path.read_bytes()
+
+
+async def _new_bundle(platform: Platform) -> dict[str, Any]:
+    return {"_content": _bundle()}
+
+
+async def _photon(platform: Platform) -> dict[str, str]:
+    r = await platform.http.post("/api/v1/photons", content=_bundle(),
+                                 headers={**platform.admin, "content-type": "application/zip"})
+    assert r.status_code == 201, r.text
+    return {"name": "echo", "version": str(r.json()["version"])}
+
+
+async def _file(platform: Platform) -> dict[str, str]:
+    path = f"data/f{next(_counter)}.txt"
+    r = await platform.http.put(f"/api/v1/storage/{path}", content=b"hello", headers=platform.admin)
+    assert r.status_code == 201, r.text
+    return {"path": path}
+
+
+async def _new_path(platform: Platform) -> dict[str, str]:
+    return {"path": f"new/f{next(_counter)}.txt"}
 
 
 async def _token(platform: Platform) -> dict[str, str]:
@@ -51,6 +96,7 @@ class Case:
     object: bool = False  # addresses one object of the workspace: other workspaces get 404
     json: dict[str, Any] | None = None
     content: bytes | None = None
+    content_type: str | None = None
     setup: Setup = field(default=_nothing)
 
     @property
@@ -71,6 +117,24 @@ CASES = [
     Case("PATCH", "/api/v1/workspaces/{name}", None, 200, object=True,
          json={"storage_quota_bytes": 10}, setup=_workspace),
     Case("DELETE", "/api/v1/workspaces/{name}", None, 204, object=True, setup=_workspace),
+    Case("PUT", "/api/v1/secrets/{name}", Permission.write, 200, json={"value": "s3cret"},
+         setup=lambda p: _fixed({"name": f"NEW_{next(_counter)}"})),
+    Case("GET", "/api/v1/secrets", Permission.read, 200),
+    Case("DELETE", "/api/v1/secrets/{name}", Permission.write, 204, object=True, setup=_secret),
+    Case("POST", "/api/v1/photons", Permission.write, 201, content_type="application/zip",
+         setup=_new_bundle),
+    Case("GET", "/api/v1/photons", Permission.read, 200),
+    Case("GET", "/api/v1/photons/{name}", Permission.read, 200, object=True, setup=_photon),
+    Case("DELETE", "/api/v1/photons/{name}", Permission.write, 204, object=True, setup=_photon),
+    Case("GET", "/api/v1/photons/{name}/{version}", Permission.read, 200, object=True, setup=_photon),
+    Case("DELETE", "/api/v1/photons/{name}/{version}", Permission.write, 204, object=True,
+         setup=_photon),
+    Case("GET", "/api/v1/photons/{name}/{version}/bundle", Permission.read, 200, object=True,
+         setup=_photon),
+    Case("GET", "/api/v1/storage", Permission.read, 200),
+    Case("PUT", "/api/v1/storage/{path}", Permission.write, 201, content=b"data", setup=_new_path),
+    Case("GET", "/api/v1/storage/{path}", Permission.read, 200, object=True, setup=_file),
+    Case("DELETE", "/api/v1/storage/{path}", Permission.write, 200, object=True, setup=_file),
 ]
 
 
@@ -114,6 +178,11 @@ async def caller_headers(platform: Platform) -> dict[str, dict[str, str]]:
     return headers
 
 
+@pytest.fixture(autouse=True)
+def restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # building a bundle imports the photon
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.route)
 async def test_route_answers_each_caller_as_expected(case: Case, sqlite_platform: Platform) -> None:
     platform = sqlite_platform
@@ -126,9 +195,18 @@ async def test_route_answers_each_caller_as_expected(case: Case, sqlite_platform
         if case.json is not None:
             body = {k: v.format(n=next(_counter)) if isinstance(v, str) else v
                     for k, v in case.json.items()}
-        r = await platform.http.request(case.method, path, json=body, content=case.content,
-                                        headers=headers[caller])
+        content = values.get("_content", case.content)
+        extra = {"content-type": case.content_type} if case.content_type else {}
+        r = await platform.http.request(case.method, path, json=body, content=content,
+                                        headers={**headers[caller], **extra})
         got[caller] = r.status_code
         if r.status_code >= 400:
             assert set(r.json()) == {"error"}, r.text
     assert got == {caller: expected(case, caller) for caller in CALLERS}
+
+
+def test_every_api_route_is_in_the_matrix(sqlite_platform: Platform) -> None:
+    paths = sqlite_platform.app.openapi()["paths"]
+    routes = {f"{method.upper()} {path}" for path, ops in paths.items() if path.startswith("/api/")
+              for method in ops}
+    assert routes == {c.route for c in CASES}
