@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nubis.errors import UnauthorizedError
-from nubis.home import nubis_home
+from nubis.home import nubis_home, write_private
 
 DEFAULT_URL = "http://127.0.0.1:8400"
 
@@ -59,13 +59,7 @@ def resolve(
 
 
 def save_login(credentials: Credentials, *, home: Path | None = None) -> Path:
-    home = home or nubis_home()
-    path = home / "credentials.json"
-    home.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".credentials.json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"url": credentials.url, "token": credentials.token,
-                   "workspace": credentials.workspace}, fh)
-    os.replace(tmp, path)
+    path = (home or nubis_home()) / "credentials.json"
+    data = {"url": credentials.url, "token": credentials.token, "workspace": credentials.workspace}
+    write_private(path, json.dumps(data).encode())
     return path

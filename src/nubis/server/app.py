@@ -18,10 +18,11 @@ from nubis.errors import (
     NubisError,
     ValidationError,
 )
+from nubis.home import write_private
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.routers import auth, photons, secrets, storage, workspaces
-from nubis.server.security import SecretBox, load_or_create_master_key, write_private
+from nubis.server.security import SecretBox, load_or_create_master_key
 from nubis.server.services import tokens
 from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore

@@ -8,9 +8,9 @@ import os
 
 import uvicorn
 
+from nubis.home import write_private
 from nubis.photon.serve import configure_logging, run_until_signal
 from nubis.server.app import build_context, create_app
-from nubis.server.security import write_private
 from nubis.server.settings import ServerSettings
 
 log = logging.getLogger("nubis.server")

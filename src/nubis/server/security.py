@@ -10,6 +10,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from nubis.home import write_private
+
 TOKEN_PREFIX = "nbs_"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -22,16 +24,6 @@ def generate_token() -> str:
 def hash_token(token: str) -> str:
     """Tokens carry 256 random bits, so a plain sha256 is enough (as GitHub does for its tokens)."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def load_or_create_master_key(path: Path) -> bytes:
