@@ -62,6 +62,13 @@ class ConflictError(NubisError):
     http_status = 409
 
 
+class NoCapacityError(ConflictError):
+    """A backend cannot fit the requested resources now; ``message`` says what is short."""
+
+    code = "no_capacity"
+    http_status = 409
+
+
 class PayloadTooLargeError(NubisError):
     code = "payload_too_large"
     http_status = 413

@@ -13,6 +13,7 @@ CONTRACT = [
     (errors.NotFoundError, "not_found", 404),
     (errors.MethodNotAllowedError, "method_not_allowed", 405),
     (errors.ConflictError, "conflict", 409),
+    (errors.NoCapacityError, "no_capacity", 409),
     (errors.PayloadTooLargeError, "payload_too_large", 413),
     (errors.UnsupportedMediaTypeError, "unsupported_media_type", 415),
     (errors.ValidationError, "validation_error", 422),
