@@ -1,0 +1,150 @@
+"""What every backend does (``Backend``) and what some can do (capability mixins).
+
+A backend runs replicas (``python -m nubis.photon.serve BUNDLE``) somewhere and tells the
+reconciler how they are. It knows nothing about the database: the reconciler stores each
+``ReplicaHandle`` (its ``ref`` is JSON) and hands it back, also after a control-plane restart,
+when ``adopt`` decides whether the replica is still there.
+
+Backends register by subclassing (a class with a ``name``); optional features are small ABCs
+mixed in and checked with ``isinstance(backend, LogsCapability)``, never with ``hasattr``.
+Only ``local.py`` may know about PIDs and local paths; everything else treats ``ref`` as opaque.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from nubis.models.resources import Resources
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """One replica to start: a bundle already fetched from storage, env, resources."""
+
+    replica_id: str
+    deployment: str
+    workspace: str
+    bundle: Path
+    content_hash: str
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Already includes decrypted secrets: never log the values (hence ``repr=False``)."""
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class ReplicaHandle:
+    """How to find a replica again. ``ref`` is backend-private, JSON-serialisable, stored in the DB."""
+
+    replica_id: str
+    backend: str
+    endpoint: str | None
+    """Base URL of the replica's photon server (``http://host:port``), None while unknown."""
+    ref: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"replica_id": self.replica_id, "backend": self.backend,
+                "endpoint": self.endpoint, "ref": dict(self.ref)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplicaHandle:
+        return cls(
+            replica_id=str(data["replica_id"]),
+            backend=str(data["backend"]),
+            endpoint=data.get("endpoint"),
+            ref={str(k): str(v) for k, v in (data.get("ref") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class ReplicaProbe:
+    """One look at a replica: alive (process exists), ready (``/readyz`` answered 200)."""
+
+    alive: bool
+    ready: bool
+    exit_code: int | None = None
+    """Set when the backend saw the exit (negative: killed by that signal); None if unknown."""
+    last_error_lines: list[str] = field(default_factory=list)
+    """The end of the replica's output once it has exited (why it died)."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """CPU cores, memory bytes and GPU indices: the total of a backend, or what is free."""
+
+    cpu: float
+    memory: int
+    gpus: tuple[int, ...] = ()
+
+
+_BACKENDS: dict[str, type[Backend]] = {}
+
+
+class Backend(ABC):
+    """Runs replicas. Methods never wait for a replica to be ready; the reconciler probes."""
+
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _BACKENDS[cls.name] = cls
+
+    @abstractmethod
+    async def start_replica(self, spec: ReplicaSpec) -> ReplicaHandle:
+        """Launch and return at once. Raises ``NoCapacityError`` (retry later) when it does not
+        fit now, and another ``NubisError`` when it can never start as given."""
+
+    @abstractmethod
+    async def probe(self, handle: ReplicaHandle) -> ReplicaProbe:
+        """Alive, ready (``GET {endpoint}/readyz`` is 200 within a short timeout), exit code."""
+
+    @abstractmethod
+    async def stop_replica(self, handle: ReplicaHandle, *, grace_s: float = 30.0) -> None:
+        """Ask it to drain and stop, wait ``grace_s``, then kill; release its resources.
+        Stopping a replica that is already gone is not an error."""
+
+    @abstractmethod
+    async def adopt(self, handle: ReplicaHandle) -> bool:
+        """After a control-plane restart: is this replica still ours and alive? If so, account
+        its resources again and manage it from now on; False means it is gone."""
+
+    @abstractmethod
+    def capacity(self) -> Capacity:
+        """Everything this backend can place."""
+
+    @abstractmethod
+    def free(self) -> Capacity:
+        """What is not allocated to replicas now."""
+
+
+class LogsCapability(ABC):
+    """The backend can show a replica's output."""
+
+    @abstractmethod
+    def read_logs(self, handle: ReplicaHandle, *, tail: int = 100) -> list[str]:
+        """The last ``tail`` lines, without line endings."""
+
+    @abstractmethod
+    def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0) -> AsyncIterator[str]:
+        """The last ``tail`` lines, then new lines as they are written; ends once the replica
+        has exited and its output is drained."""
+
+
+class GpuCapability(ABC):
+    """The backend can give replicas GPUs (``Resources.gpu``)."""
+
+    @abstractmethod
+    def gpus_of(self, handle: ReplicaHandle) -> tuple[int, ...]:
+        """The GPU indices the replica was given (empty when none)."""
+
+
+def get_backend_class(name: str) -> type[Backend] | None:
+    return _BACKENDS.get(name)
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
