@@ -1,0 +1,328 @@
+"""The gateway as a pure ASGI app: ``/<workspace>/<deployment>/<path>`` → a ready replica.
+
+No framework on the request path: one dict lookup, a token hash for private deployments, the
+pick, then aiohttp's pooled connection to the replica with both bodies streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from nubis.errors import HandlerTimeoutError, NotFoundError, NubisError, PayloadTooLargeError
+from nubis.errors import UnauthorizedError as _Unauthorized
+from nubis.gateway.headers import header, request_headers, response_headers
+from nubis.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from nubis.gateway.routing import FAILED_BACKOFF_S, Deployment, Replica, Router, split_path
+
+log = logging.getLogger("nubis.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Startup = Callable[["GatewayApp"], Awaitable[list[asyncio.Task[None]]]]
+
+BUFFER_BYTES = 1024 * 1024  # bodies up to this size are read whole (one write each way)
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class NoReplicaError(NubisError):
+    """No ready replica took the request (none ready within the hold, or all refused)."""
+
+    code = "no_replica"
+    http_status = 503
+
+
+class UpstreamError(NubisError):
+    """The replica broke the connection or answered with something that is not HTTP."""
+
+    code = "upstream_error"
+    http_status = 502
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    max_tries: int = 3
+    connections_per_host: int = 256
+    gateway_id: str = "gateway"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GatewayApp:
+    """ASGI callable. ``startup`` (given the app, in its loop) returns background tasks to run."""
+
+    def __init__(
+        self,
+        router: Router,
+        metrics: GatewayMetrics,
+        settings: GatewaySettings | None = None,
+        *,
+        startup: Startup | None = None,
+    ) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.settings = settings or GatewaySettings()
+        self.session: aiohttp.ClientSession | None = None
+        self._startup = startup
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    # ── lifespan ─────────────────────────────────────────────────────────────────────────────
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=self.settings.connections_per_host,
+            keepalive_timeout=30, ttl_dns_cache=60,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        if self._startup is not None:
+            self._tasks = await self._startup(self)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.session is not None:
+            await self.session.close()
+
+    # ── requests ─────────────────────────────────────────────────────────────────────────────
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parsed = split_path(scope.get("raw_path") or scope["path"].encode())
+        dep = self.router.get(parsed[0], parsed[1]) if parsed else None
+        if dep is None or parsed is None:
+            await self._own_paths(scope, send)
+            return
+        started = time.perf_counter()
+        dep.in_flight += 1
+        status = 500
+        try:
+            status = await self._serve(dep, parsed[2], scope, receive, send)
+        finally:
+            dep.in_flight -= 1
+            dep.finished += 1
+            dep.metrics.observe(status, time.perf_counter() - started)
+
+    async def _own_paths(self, scope: Scope, send: Send) -> None:
+        path = scope["path"]
+        if path == "/healthz":
+            body = json.dumps({"status": "ok", "routes_version": self.router.version}).encode()
+            await _send_body(send, 200, JSON_HEADERS, body)
+            return
+        if path == "/metrics":
+            self._set_gauges()
+            await _send_body(send, 200, [(b"content-type", CONTENT_TYPE.encode())],
+                             self.metrics.render())
+            return
+        err = NotFoundError(f"no deployment at {path}: use /<workspace>/<deployment>/<path>",
+                            details={"path": path})
+        self.metrics.unrouted.labels("404").inc()
+        await _send_error(send, err)
+
+    def _set_gauges(self) -> None:
+        for dep in self.router.live():
+            dep.metrics.in_flight.set(dep.in_flight)
+            dep.metrics.queued.set(dep.queued)
+
+    async def _serve(
+        self, dep: Deployment, rest: bytes, scope: Scope, receive: Receive, send: Send
+    ) -> int:
+        route = dep.route
+        headers = scope["headers"]
+        if not dep.allows(header(headers, b"authorization")):
+            return await _send_error(send, _Unauthorized(
+                f"{dep.label} is private: send 'Authorization: Bearer <token>' with a token of "
+                f"workspace {route.workspace}"))
+        length = header(headers, b"content-length")
+        if length is not None and length.isdigit() and int(length) > route.max_body_bytes:
+            return await _send_error(send, _too_large(dep))
+        try:
+            body = await _read_body(receive, route.max_body_bytes)
+        except _BodyTooLarge:
+            return await _send_error(send, _too_large(dep))
+        if not dep.ready and not await dep.wait_ready(route.hold_s):
+            return await _send_error(send, NoReplicaError(
+                f"{dep.label} has no ready replica (waited {route.hold_s:g} s): it may be "
+                "starting, scaling from zero or failing; try again shortly",
+                details={"deployment": dep.label, "waited_s": route.hold_s}))
+        query = scope.get("query_string") or b""
+        target = rest + b"?" + query if query else rest
+        client = scope.get("client")
+        forwarded = request_headers(
+            headers, client=client[0] if client else None, host=header(headers, b"host"),
+            scheme=scope.get("scheme", "http"), strip_authorization=route.access == "private",
+        )
+        return await self._forward(dep, scope["method"], target, forwarded, body, send)
+
+    async def _forward(
+        self, dep: Deployment, method: str, target: bytes, headers: list[tuple[str, str]],
+        body: bytes | _StreamedBody, send: Send,
+    ) -> int:
+        assert self.session is not None
+        tried: list[Replica] = []
+        timeout = dep.client_timeout
+        path = target.decode("latin-1")
+        while True:
+            replica = dep.pick(tried, now=time.monotonic())
+            if replica is None or len(tried) >= self.settings.max_tries:
+                return await _send_error(send, NoReplicaError(
+                    f"{dep.label}: no replica accepted a connection ({len(tried)} tried)",
+                    details={"deployment": dep.label, "tried": [r.replica_id for r in tried]}))
+            if tried:
+                dep.metrics.retries.inc()
+            tried.append(replica)
+            replica.outstanding += 1
+            try:
+                data = body.iterate() if isinstance(body, _StreamedBody) else body
+                async with self.session.request(
+                    method, URL(replica.endpoint + path, encoded=True), headers=headers,
+                    data=data, timeout=timeout, allow_redirects=False,
+                ) as resp:
+                    return await _relay(resp, send)
+            except aiohttp.ClientConnectorError:
+                replica.failed_until = time.monotonic() + FAILED_BACKOFF_S
+                continue
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                return await _send_error(send, HandlerTimeoutError(
+                    f"{dep.label}: the replica sent nothing for {dep.route.timeout_s:g} s",
+                    details={"deployment": dep.label, "timeout_s": dep.route.timeout_s}))
+            except _ResponseStarted as started:
+                return started.status
+            except aiohttp.ClientError as exc:
+                if isinstance(body, _StreamedBody) and body.too_large:
+                    return await _send_error(send, _too_large(dep))
+                return await _send_error(send, UpstreamError(
+                    f"{dep.label}: replica {replica.replica_id} failed: {type(exc).__name__}",
+                    details={"deployment": dep.label, "replica": replica.replica_id}))
+            finally:
+                replica.outstanding -= 1
+
+
+class _ResponseStarted(Exception):
+    """The upstream broke after the client got the status line: nothing left to answer."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def _relay(resp: aiohttp.ClientResponse, send: Send) -> int:
+    headers = response_headers(resp.raw_headers)
+    length = resp.content_length
+    if length is not None and length <= BUFFER_BYTES:
+        data = await resp.read()
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+        return resp.status
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    try:
+        async for chunk in resp.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.debug("upstream broke mid-response: %r", exc)
+        raise _ResponseStarted(resp.status) from exc
+    await send({"type": "http.response.body", "body": b""})
+    return resp.status
+
+
+class _StreamedBody:
+    """A request body too big to buffer: the buffered head, then the rest as it arrives."""
+
+    def __init__(self, head: bytes, receive: Receive, limit: int) -> None:
+        self.head = head
+        self.receive = receive
+        self.limit = limit
+        self.size = len(head)
+        self.too_large = False
+        self._used = False
+
+    async def iterate(self) -> AsyncIterator[bytes]:
+        if self._used:
+            raise RuntimeError("a streamed body can be sent once")
+        self._used = True
+        yield self.head
+        more = True
+        while more:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                raise aiohttp.ClientPayloadError("the client went away")
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.too_large = True
+                raise aiohttp.ClientPayloadError("request body over the limit")
+            if chunk:
+                yield chunk
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | _StreamedBody:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise _BodyTooLarge
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        parts.append(chunk)
+        if size > BUFFER_BYTES and message.get("more_body", False):
+            return _StreamedBody(b"".join(parts), receive, limit)
+    return b"".join(parts)
+
+
+def _too_large(dep: Deployment) -> PayloadTooLargeError:
+    limit = dep.route.max_body_bytes
+    return PayloadTooLargeError(f"{dep.label} accepts request bodies up to {limit} bytes",
+                                details={"max_body_bytes": limit})
+
+
+async def _send_body(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: NubisError) -> int:
+    await _send_body(send, exc.http_status, JSON_HEADERS, json.dumps(exc.to_body()).encode())
+    return exc.http_status

@@ -1,0 +1,179 @@
+"""Live routing state: deployments, their replicas' outstanding requests, picking, holding.
+
+Pure and synchronous except :meth:`Deployment.wait_ready`; one instance per gateway process,
+touched only from its event loop (no locks). Applying a new :class:`RoutingTable` keeps the
+counters of replicas and deployments that are still listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from nubis.gateway.metrics import DeploymentMetrics, GatewayMetrics
+from nubis.models.routes import DeploymentRoute, ReplicaRoute, RoutingTable
+
+CONNECT_TIMEOUT_S = 10.0
+FAILED_BACKOFF_S = 2.0  # after a refused connection, other replicas go first for this long
+
+
+@dataclass(eq=False)
+class Replica:
+    replica_id: str
+    endpoint: str
+    ready: bool
+    outstanding: int = 0
+    failed_until: float = 0.0
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One deployment's config (from the table) and live counters (from the traffic)."""
+
+    route: DeploymentRoute
+    metrics: DeploymentMetrics
+    replicas: list[Replica] = field(default_factory=list)
+    ready: list[Replica] = field(default_factory=list)
+    token_hashes: frozenset[str] = frozenset()
+    queued: int = 0
+    in_flight: int = 0
+    finished: int = 0
+    client_timeout: aiohttp.ClientTimeout = field(default_factory=aiohttp.ClientTimeout)
+    _turn: int = 0
+    _changed: asyncio.Event | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.route.workspace}/{self.route.name}"
+
+    def update(self, route: DeploymentRoute) -> None:
+        old = {r.replica_id: r for r in self.replicas}
+        self.route = route
+        self.token_hashes = frozenset(route.token_hashes)
+        self.client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(route.timeout_s, CONNECT_TIMEOUT_S), sock_read=route.timeout_s
+        )
+        self.replicas = [_merge(old.get(r.replica_id), r) for r in route.replicas]
+        self.ready = [r for r in self.replicas if r.ready]
+        if self.ready and self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def allows(self, authorization: bytes | None) -> bool:
+        """Public, or ``Bearer <token>`` whose sha256 is listed."""
+        if self.route.access == "public":
+            return True
+        if not authorization or authorization[:7].lower() != b"bearer ":
+            return False
+        token = authorization[7:].strip()
+        return hashlib.sha256(token).hexdigest() in self.token_hashes
+
+    def pick(self, tried: Iterable[Replica] = (), *, now: float) -> Replica | None:
+        """The ready replica with the fewest outstanding requests, ties taken in turn; replicas
+        that refused a connection lately go last, ones in ``tried`` not at all."""
+        ready = self.ready
+        count = len(ready)
+        if count == 0:
+            return None
+        if count == 1:
+            only = ready[0]
+            return None if only in tried else only
+        start = self._turn % count
+        self._turn += 1
+        best: Replica | None = None
+        best_rank: tuple[bool, int] | None = None
+        for i in range(count):
+            replica = ready[(start + i) % count]
+            if replica in tried:
+                continue
+            rank = (replica.failed_until > now, replica.outstanding)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = replica, rank
+        return best
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a table that gives this deployment a ready replica."""
+        deadline = time.monotonic() + timeout
+        self.queued += 1
+        try:
+            while not self.ready:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                try:
+                    async with asyncio.timeout(left):
+                        await self._changed.wait()
+                except TimeoutError:
+                    return bool(self.ready)
+            return True
+        finally:
+            self.queued -= 1
+
+
+def _merge(old: Replica | None, route: ReplicaRoute) -> Replica:
+    if old is None or old.endpoint != route.endpoint:
+        return Replica(route.replica_id, route.endpoint, route.ready)
+    old.ready = route.ready
+    return old
+
+
+class Router:
+    """The deployments of the current table, by (workspace, name)."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+        self.version: int | None = None
+        self.deployments: dict[tuple[str, str], Deployment] = {}
+        self._gone: list[Deployment] = []
+
+    def get(self, workspace: str, name: str) -> Deployment | None:
+        return self.deployments.get((workspace, name))
+
+    def apply(self, table: RoutingTable) -> None:
+        """Switch to ``table``. Held requests of a deployment that left the table get 404-like
+        treatment by the proxy once their hold ends (they see no ready replica)."""
+        current = self.deployments
+        fresh: dict[tuple[str, str], Deployment] = {}
+        for route in table.deployments:
+            dep = current.get(route.key)
+            if dep is None:
+                dep = Deployment(route, self.metrics.for_deployment(route.workspace, route.name))
+            dep.update(route)
+            fresh[route.key] = dep
+        for key, dep in current.items():
+            if key not in fresh:
+                dep.update(dep.route.model_copy(update={"replicas": []}))
+                if dep.in_flight or dep.queued:
+                    self._gone.append(dep)
+                else:
+                    self.metrics.forget(*key)
+        self.deployments = fresh
+        self.version = table.version
+
+    def live(self) -> list[Deployment]:
+        """Listed deployments, and unlisted ones that still have requests (for load reports)."""
+        self._gone = [d for d in self._gone if d.in_flight or d.queued]
+        return [*self.deployments.values(), *self._gone]
+
+
+def split_path(raw_path: bytes) -> tuple[str, str, bytes] | None:
+    """``/<workspace>/<deployment>/<rest>`` → (workspace, deployment, ``/<rest>``), raw bytes kept
+    for the rest so that percent-encoding reaches the replica unchanged."""
+    if not raw_path.startswith(b"/"):
+        return None
+    parts = raw_path.split(b"/", 3)
+    if len(parts) < 3 or not parts[1] or not parts[2]:
+        return None
+    try:
+        workspace, name = parts[1].decode("ascii"), parts[2].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    rest = b"/" + parts[3] if len(parts) == 4 else b"/"
+    return workspace, name, rest

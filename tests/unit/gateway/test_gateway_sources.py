@@ -1,0 +1,71 @@
+"""Routing-table sources keep the last good table; load reports count what the router saw."""
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nubis.gateway.metrics import GatewayMetrics
+from nubis.gateway.routing import Router
+from nubis.gateway.sources import FileSource, apply_if_new, load_report
+from nubis.models.routes import RoutingTable
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def write(path: Path, body: object, stamp: int) -> None:
+    path.write_text(body if isinstance(body, str) else json.dumps(body))
+    os.utime(path, ns=(stamp, stamp))  # distinct mtimes however fast the test runs
+
+
+def doc(version: int, *names: str) -> dict:
+    return {"version": version, "deployments": [
+        {"workspace": "ws", "name": n, "access": "public",
+         "replicas": [{"replica_id": "r1", "endpoint": "http://127.0.0.1:9", "ready": True}]}
+        for n in names]}
+
+
+def test_file_source_follows_edits_and_keeps_last_good_table(tmp_path: Path) -> None:
+    path = tmp_path / "routes.json"
+    router = Router(GatewayMetrics())
+    source = FileSource(path)
+    source.poll(router)  # missing file: nothing to serve yet, no crash
+    assert router.version is None
+    write(path, doc(1, "a"), 1_000)
+    source.poll(router)
+    assert router.version == 1 and router.get("ws", "a") is not None
+    write(path, "{not json", 2_000)
+    source.poll(router)
+    write(path, {"version": "x"}, 3_000)
+    source.poll(router)
+    path.unlink()
+    source.poll(router)
+    assert router.version == 1 and router.get("ws", "a") is not None
+    write(path, doc(2, "a", "b"), 4_000)
+    source.poll(router)
+    assert router.version == 2 and router.get("ws", "b") is not None
+
+
+def test_same_version_is_not_applied_again() -> None:
+    router = Router(GatewayMetrics())
+    assert apply_if_new(router, RoutingTable.model_validate(doc(5, "a")))
+    assert not apply_if_new(router, RoutingTable.model_validate(doc(5, "a", "b")))
+    assert router.get("ws", "b") is None
+    assert apply_if_new(router, RoutingTable.model_validate(doc(4, "b")))  # older: a restore
+    assert router.get("ws", "b") is not None
+
+
+def test_load_report_counts_and_resets_finished() -> None:
+    router = Router(GatewayMetrics())
+    router.apply(RoutingTable.model_validate(doc(1, "a")))
+    dep = router.get("ws", "a")
+    assert dep is not None
+    dep.in_flight, dep.queued, dep.finished = 2, 3, 7
+    report = load_report(router, gateway_id="g1", now=NOW)
+    assert report.routes_version == 1
+    assert [(d.name, d.in_flight, d.queued, d.requests) for d in report.deployments] == [("a", 2, 3, 7)]
+    assert load_report(router, gateway_id="g1", now=NOW).deployments[0].requests == 0
+    router.apply(RoutingTable.model_validate(doc(2)))  # a gone while requests still run
+    assert [d.name for d in load_report(router, gateway_id="g1", now=NOW).deployments] == ["a"]
+    dep.in_flight = dep.queued = 0
+    assert load_report(router, gateway_id="g1", now=NOW).deployments == []
