@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
+import math
 import os
 import re
 import shutil
@@ -72,7 +73,7 @@ class Ledger:
 
     def __init__(self, total: Capacity) -> None:
         self.total = total
-        self._total_millicpu = round(total.cpu * 1000)
+        self._total_millicpu = math.floor(round(total.cpu * 1000, 6))
         self._held: dict[str, Allocation] = {}
 
     def _used(self) -> tuple[int, int, set[int]]:
@@ -94,7 +95,7 @@ class Ledger:
         if key in self._held:
             raise ValueError(f"{key} already holds resources")
         free = self.free()
-        millicpu = round(resources.cpu * 1000)
+        millicpu = to_millicpu(resources.cpu)
         used_cpu, used_mem, _ = self._used()
         short = []
         if millicpu > self._total_millicpu - used_cpu:
@@ -120,6 +121,11 @@ class Ledger:
 
     def holds(self, key: str) -> bool:
         return key in self._held
+
+
+def to_millicpu(cpu: float) -> int:
+    """Cores → millicores, rounding up (0.0001 CPU still costs 1), ignoring float noise."""
+    return math.ceil(round(cpu * 1000, 6))
 
 
 def _num(x: float) -> str:
