@@ -191,6 +191,15 @@ async def test_killed_replica_is_reported_dead(
     assert probe.last_error_lines  # the server's start-up lines
     assert backend.free() == backend.capacity()
 
+    again = await replicas.start(backend, spec_for(echo_bundle, "echo-kill"))  # the id is free again
+    await wait_ready(backend, again)
+    started = [line for line in backend.read_logs(again) if "photon echo on http" in line]
+    assert len(started) == 2  # the log is appended to, not truncated
+    await backend.stop_replica(handle, grace_s=1)  # the old handle: leaves the new process alone
+    assert (await backend.probe(again)).ready
+    assert (await backend.probe(handle)).exit_code == -signal.SIGKILL
+    assert backend.free().cpu == backend.capacity().cpu - 0.5
+
 
 async def test_second_replica_that_does_not_fit_is_refused(
     state_dir: Path, echo_bundle: Path, replicas: Replicas

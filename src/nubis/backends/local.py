@@ -278,7 +278,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
         self.state_dir = Path(state_dir)
         self.ledger = Ledger(detect_capacity(cpus=cpus, memory=memory, gpus=gpus))
         self._replicas: dict[str, _Replica] = {}
-        self._exit_codes: dict[str, int | None] = {}
+        self._exit_codes: dict[tuple[str, int], int | None] = {}
         """Of replicas stopped through this instance, for a probe after the stop."""
 
     @property
@@ -298,7 +298,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
     async def start_replica(self, spec: ReplicaSpec) -> ReplicaHandle:
         if not REPLICA_ID.match(spec.replica_id):
             raise ValueError(f"replica id {spec.replica_id!r} must match {REPLICA_ID.pattern}")
-        if spec.replica_id in self._replicas:
+        if not self._forget_exited(spec.replica_id):
             raise ValueError(f"replica {spec.replica_id} is already running here")
         check_bundle(spec)
         allocation = self.ledger.allocate(spec.replica_id, spec.resources)
@@ -348,22 +348,45 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
         """Wait for our child to exit, keep its exit code, give its resources back."""
         assert replica.process is not None
         replica.exit_code = await replica.process.wait()
-        self.ledger.release(replica.handle.replica_id)
+        self._release(replica)
         log.info("replica %s exited with %s", replica.handle.replica_id, replica.exit_code)
 
-    def _alive(self, handle: ReplicaHandle) -> bool:
+    def _tracked(self, handle: ReplicaHandle) -> _Replica | None:
+        """The replica this instance manages for ``handle``: same id and same pid."""
         replica = self._replicas.get(handle.replica_id)
+        if replica is None or str(replica.pid) != handle.ref.get("pid"):
+            return None
+        return replica
+
+    def _release(self, replica: _Replica) -> None:
+        if self._replicas.get(replica.handle.replica_id) is replica:
+            self.ledger.release(replica.handle.replica_id)
+
+    def _forget_exited(self, replica_id: str) -> bool:
+        """Drop the record of an exited replica so that its id can run again; False if alive."""
+        replica = self._replicas.get(replica_id)
+        if replica is None:
+            return True
+        if self._alive(replica.handle):
+            return False
+        self._release(replica)
+        self._exit_codes[(replica_id, replica.pid)] = replica.exit_code
+        del self._replicas[replica_id]
+        return True
+
+    def _alive(self, handle: ReplicaHandle) -> bool:
+        replica = self._tracked(handle)
         if replica is not None and replica.process is not None:
             return replica.process.returncode is None
         return is_alive_from_ref(handle)
 
     async def probe(self, handle: ReplicaHandle) -> ReplicaProbe:
         if not self._alive(handle):
-            replica = self._replicas.get(handle.replica_id)
+            replica = self._tracked(handle)
             if replica is not None and replica.process is None:
-                self.ledger.release(handle.replica_id)  # adopted, not our child: seen gone here
+                self._release(replica)  # adopted, not our child: seen gone here
             exit_code = (replica.exit_code if replica is not None
-                         else self._exit_codes.get(handle.replica_id))
+                         else self._exit_codes.get((handle.replica_id, int(handle.ref.get("pid", -1)))))
             return ReplicaProbe(
                 alive=False, ready=False, exit_code=exit_code,
                 last_error_lines=self.read_logs(handle, tail=ERROR_LINES),
@@ -371,7 +394,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
         return ReplicaProbe(alive=True, ready=await readyz(handle.endpoint))
 
     async def stop_replica(self, handle: ReplicaHandle, *, grace_s: float = 30.0) -> None:
-        replica = self._replicas.get(handle.replica_id)
+        replica = self._tracked(handle)
         if self._alive(handle):
             pid = int(handle.ref["pid"])
             signal_group(pid, signal.SIGTERM)
@@ -383,13 +406,11 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
         if replica is not None and replica.waiter is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(replica.waiter), 10.0)
-        self.ledger.release(handle.replica_id)
         if replica is not None:
-            self._exit_codes[handle.replica_id] = replica.exit_code
-            del self._replicas[handle.replica_id]
+            self._forget_exited(handle.replica_id)
 
     async def _wait_gone(self, handle: ReplicaHandle, timeout: float) -> bool:
-        replica = self._replicas.get(handle.replica_id)
+        replica = self._tracked(handle)
         if replica is not None and replica.process is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(replica.process.wait()), timeout)
@@ -406,9 +427,9 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
     async def adopt(self, handle: ReplicaHandle) -> bool:
         if handle.backend != self.name:
             return False
-        if handle.replica_id in self._replicas:
+        if self._tracked(handle) is not None:
             return self._alive(handle)
-        if not is_alive_from_ref(handle):
+        if not is_alive_from_ref(handle) or not self._forget_exited(handle.replica_id):
             return False
         gpus = tuple(int(g) for g in handle.ref.get("gpus", "").split(",") if g)
         self.ledger.claim(handle.replica_id, Allocation(
