@@ -54,8 +54,6 @@ PROBE_TIMEOUT_S = 1.0
 _GIB = 2**30
 
 
-# ---------------------------------------------------------------- accounting (pure)
-
 
 @dataclass(frozen=True)
 class Allocation:
@@ -99,7 +97,7 @@ class Ledger:
         used_cpu, used_mem, _ = self._used()
         short = []
         if millicpu > self._total_millicpu - used_cpu:
-            short.append(f"needs {_num(resources.cpu)} CPU, {_num(free.cpu)} free")
+            short.append(f"needs {resources.cpu:g} CPU, {free.cpu:g} free")
         if resources.memory > self.total.memory - used_mem:
             short.append(f"needs {_gib(resources.memory)} memory, {_gib(free.memory)} free")
         if resources.gpu > len(free.gpus):
@@ -119,24 +117,15 @@ class Ledger:
     def release(self, key: str) -> Allocation | None:
         return self._held.pop(key, None)
 
-    def holds(self, key: str) -> bool:
-        return key in self._held
-
 
 def to_millicpu(cpu: float) -> int:
     """Cores → millicores, rounding up (0.0001 CPU still costs 1), ignoring float noise."""
     return math.ceil(round(cpu * 1000, 6))
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
 def _gib(n: int) -> str:
     return f"{n / _GIB:.2f} GiB"
 
-
-# ---------------------------------------------------------------- this machine
 
 
 def detect_capacity(*, cpus: float | None, memory: int | None, gpus: list[int] | None) -> Capacity:
@@ -212,8 +201,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ---------------------------------------------------------------- processes via /proc
-
 
 def process_start_time(pid: int) -> str | None:
     """Clock ticks since boot when ``pid`` started (with the pid, names one process), or None
@@ -257,15 +244,12 @@ def tail_lines(path: Path, n: int) -> list[str]:
     return [line.decode(errors="replace") for line in data.splitlines()[-n:]]
 
 
-# ---------------------------------------------------------------- the backend
-
 
 @dataclass
 class _Replica:
     handle: ReplicaHandle
     pid: int
-    process: asyncio.subprocess.Process | None = None
-    """Set when we started it (our child); None when adopted."""
+    process: asyncio.subprocess.Process | None = None  # our child; None when adopted
     exit_code: int | None = None
     waiter: asyncio.Task[None] | None = None
 
@@ -278,8 +262,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
         self.state_dir = Path(state_dir)
         self.ledger = Ledger(detect_capacity(cpus=cpus, memory=memory, gpus=gpus))
         self._replicas: dict[str, _Replica] = {}
-        self._exit_codes: dict[tuple[str, int], int | None] = {}
-        """Of replicas stopped through this instance, for a probe after the stop."""
+        self._exit_codes: dict[tuple[str, int], int | None] = {}  # (id, pid) of forgotten ones
 
     @property
     def home(self) -> Path:
@@ -431,9 +414,8 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
             return self._alive(handle)
         if not is_alive_from_ref(handle) or not self._forget_exited(handle.replica_id):
             return False
-        gpus = tuple(int(g) for g in handle.ref.get("gpus", "").split(",") if g)
         self.ledger.claim(handle.replica_id, Allocation(
-            int(handle.ref.get("millicpu", 0)), int(handle.ref.get("memory", 0)), gpus))
+            int(handle.ref.get("millicpu", 0)), int(handle.ref.get("memory", 0)), self.gpus_of(handle)))
         self._replicas[handle.replica_id] = _Replica(handle, int(handle.ref["pid"]))
         log.info("adopted replica %s: pid %s", handle.replica_id, handle.ref["pid"])
         return True
@@ -503,13 +485,8 @@ def is_alive_from_ref(handle: ReplicaHandle) -> bool:
 
 def signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal the replica's process group (it leads its own session), so its children go too."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 async def readyz(endpoint: str | None) -> bool:
