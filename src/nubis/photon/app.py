@@ -18,6 +18,7 @@ from starlette.responses import Response
 from nubis._version import __version__
 from nubis.errors import MethodNotAllowedError, NotFoundError, NotReadyError, UnauthorizedError
 from nubis.models.photons import PhotonManifest
+from nubis.openapi_docs import install_docs
 from nubis.photon.metrics import CONTENT_TYPE, PhotonMetrics
 from nubis.photon.photon import Photon
 from nubis.photon.routes import JSON, HandlerRoute, error_response
@@ -74,8 +75,10 @@ def build_app(
         version=__version__,
         description=photon_cls.__doc__ or "",
         lifespan=lifespan,
+        docs_url=None,
         redoc_url=None,
     )
+    install_docs(app)
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.manifest = manifest

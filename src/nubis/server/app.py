@@ -19,6 +19,7 @@ from nubis.errors import (
     ValidationError,
 )
 from nubis.home import write_private
+from nubis.openapi_docs import install_docs
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.routers import auth, photons, secrets, storage, workspaces
@@ -58,9 +59,10 @@ def create_app(ctx: ServerContext) -> FastAPI:
         yield
         await ctx.db.dispose()
 
-    app = FastAPI(title="nubis", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="nubis", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The nubis control plane. Every route but /healthz needs a token.")
     app.state.ctx = ctx
+    install_docs(app)
     for router in (auth.router, workspaces.router, secrets.router, photons.router, storage.router):
         app.include_router(router)
 
