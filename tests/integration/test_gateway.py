@@ -192,6 +192,20 @@ def test_server_sent_events_arrive_one_by_one(gateway: Gateway,
     assert arrived[0][0] < 1.2 < arrived[-1][0]  # the first event long before the last
 
 
+def test_client_leaving_a_stream_stops_the_replica(
+    gateway: Gateway, replica_a: PhotonProcess, metric: Any
+) -> None:
+    gateway.set_routes(deployment("echo", replica_a))
+    in_flight = 'nubis_photon_in_flight_requests{handler="count"}'
+    with httpx.stream("POST", f"{gateway.url}/ws/echo/count", json={"n": 40, "delay": 0.25}) as resp:
+        assert next(resp.iter_lines()) == "data: 0"
+        assert metric(httpx.get(f"{replica_a.url}/metrics").text, in_flight) == 1
+    deadline = time.monotonic() + 3  # the stream would run 10 s
+    while metric(httpx.get(f"{replica_a.url}/metrics").text, in_flight) != 0:
+        assert time.monotonic() < deadline, "the replica kept streaming to nobody"
+        time.sleep(0.1)
+
+
 def test_least_outstanding_picks_the_idle_replica(
     gateway: Gateway, replica_a: PhotonProcess, replica_b: PhotonProcess, metric: Any
 ) -> None:

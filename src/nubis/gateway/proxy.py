@@ -186,12 +186,15 @@ class GatewayApp:
             headers, client=client[0] if client else None, host=header(headers, b"host"),
             scheme=scope.get("scheme", "http"), strip_authorization=route.access == "private",
         )
-        return await self._forward(dep, scope["method"], target, forwarded, body, send)
+        watch = None if isinstance(body, _StreamedBody) else receive
+        return await self._forward(dep, scope["method"], target, forwarded, body, send, watch)
 
     async def _forward(
         self, dep: Deployment, method: str, target: bytes, headers: list[tuple[str, str]],
-        body: bytes | _StreamedBody, send: Send,
+        body: bytes | _StreamedBody, send: Send, watch: Receive | None,
     ) -> int:
+        """Send to the picked replica, retrying others while connections are refused. ``watch``
+        (the client's ``receive``, once its body is read) tells a streamed answer to stop early."""
         assert self.session is not None
         tried: list[Replica] = []
         timeout = dep.client_timeout
@@ -212,7 +215,7 @@ class GatewayApp:
                     method, URL(replica.endpoint + path, encoded=True), headers=headers,
                     data=data, timeout=timeout, allow_redirects=False,
                 ) as resp:
-                    return await _relay(resp, send)
+                    return await _relay(resp, send, watch)
             except aiohttp.ClientConnectorError:
                 replica.failed_until = time.monotonic() + FAILED_BACKOFF_S
                 continue
@@ -240,7 +243,7 @@ class _ResponseStarted(Exception):
         self.status = status
 
 
-async def _relay(resp: aiohttp.ClientResponse, send: Send) -> int:
+async def _relay(resp: aiohttp.ClientResponse, send: Send, watch: Receive | None) -> int:
     headers = response_headers(resp.raw_headers)
     length = resp.content_length
     if length is not None and length <= BUFFER_BYTES:
@@ -249,14 +252,27 @@ async def _relay(resp: aiohttp.ClientResponse, send: Send) -> int:
         await send({"type": "http.response.body", "body": data})
         return resp.status
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    gone = asyncio.ensure_future(_disconnected(watch)) if watch is not None else None
     try:
         async for chunk in resp.content.iter_any():
+            if gone is not None and gone.done():
+                resp.close()  # the client left: let the replica see it (a generator stops)
+                return resp.status
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.debug("upstream broke mid-response: %r", exc)
         raise _ResponseStarted(resp.status) from exc
+    finally:
+        if gone is not None:
+            gone.cancel()
     await send({"type": "http.response.body", "body": b""})
     return resp.status
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has gone (the request body was read before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _StreamedBody:
