@@ -94,11 +94,10 @@ class Ledger:
             raise ValueError(f"{key} already holds resources")
         free = self.free()
         millicpu = to_millicpu(resources.cpu)
-        used_cpu, used_mem, _ = self._used()
         short = []
-        if millicpu > self._total_millicpu - used_cpu:
+        if millicpu > to_millicpu(free.cpu):
             short.append(f"needs {resources.cpu:g} CPU, {free.cpu:g} free")
-        if resources.memory > self.total.memory - used_mem:
+        if resources.memory > free.memory:
             short.append(f"needs {_gib(resources.memory)} memory, {_gib(free.memory)} free")
         if resources.gpu > len(free.gpus):
             short.append(f"needs {resources.gpu} GPU, {len(free.gpus)} free")
@@ -265,8 +264,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
         self._exit_codes: dict[tuple[str, int], int | None] = {}  # (id, pid) of forgotten ones
 
     @property
-    def home(self) -> Path:
-        """``NUBIS_HOME`` of the replicas: their extracted bundles are shared by content hash."""
+    def home(self) -> Path:  # NUBIS_HOME of the replicas: extracted bundles, shared by content hash
         return self.state_dir / "home"
 
     def log_path(self, replica_id: str) -> Path:
@@ -402,10 +400,10 @@ class LocalBackend(Backend, LogsCapability, GpuCapability):
                 return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not is_alive_from_ref(handle):
+            if process_gone(handle):  # not is_alive_from_ref: an exiting process hides its environ
                 return True
             await asyncio.sleep(0.05)
-        return not is_alive_from_ref(handle)
+        return False
 
     async def adopt(self, handle: ReplicaHandle) -> bool:
         if handle.backend != self.name:
@@ -473,14 +471,16 @@ def check_bundle(spec: ReplicaSpec) -> None:
 
 def is_alive_from_ref(handle: ReplicaHandle) -> bool:
     """The pid in ``ref`` runs, started when it did, and is this replica (not a reused pid)."""
-    try:
-        pid = int(handle.ref["pid"])
-    except (KeyError, ValueError):
+    if not handle.ref.get("pid", "").isdigit() or process_gone(handle):
         return False
-    started = process_start_time(pid)
-    if started is None or handle.ref.get("start_time") not in (None, "", started):
-        return False
-    return process_is_replica(pid, handle.replica_id, handle.ref.get("bundle", ""))
+    return process_is_replica(int(handle.ref["pid"]), handle.replica_id, handle.ref.get("bundle", ""))
+
+
+def process_gone(handle: ReplicaHandle) -> bool:
+    """The pid in ``ref`` has exited (or is a zombie), or now names a process started later."""
+    started = process_start_time(int(handle.ref["pid"]))
+    expected = handle.ref.get("start_time")
+    return started is None or (bool(expected) and started != expected)
 
 
 def signal_group(pid: int, sig: signal.Signals) -> None:
