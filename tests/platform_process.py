@@ -20,6 +20,7 @@ class PlatformProcess:
     url: str
     home: Path
     env: dict[str, str]
+    gateway_url: str
 
     @property
     def admin_token(self) -> str:
@@ -28,10 +29,10 @@ class PlatformProcess:
 
 @contextlib.contextmanager
 def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformProcess]:
-    port = free_port()
+    port, gateway_port = free_port(), free_port()
     env = {"NUBIS_HOME": str(home)}
     proc = start([sys.executable, "-m", "nubis.cli.main", "up", "--home", str(home),
-                  "--port", str(port), *extra], env=env)
+                  "--port", str(port), "--gateway-port", str(gateway_port), *extra], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -45,7 +46,8 @@ def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformP
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nubis up not healthy after {timeout} s")
             time.sleep(0.1)
-        yield PlatformProcess(url=url, home=home, env={**os.environ, **env})
+        yield PlatformProcess(url=url, home=home, env={**os.environ, **env},
+                              gateway_url=f"http://127.0.0.1:{gateway_port}")
     finally:
         stop(proc)
         if proc.stdout:

@@ -77,6 +77,15 @@ async def _file(platform: Platform) -> dict[str, str]:
     return {"path": path}
 
 
+async def _deployment(platform: Platform) -> dict[str, str]:
+    await _photon(platform)
+    name = f"dep-{next(_counter)}"
+    body = {"name": name, "photon": "echo", "autoscaling": {"min_replicas": 0, "max_replicas": 1}}
+    r = await platform.http.post("/api/v1/deployments", json=body, headers=platform.admin)
+    assert r.status_code == 201, r.text
+    return {"name": name}
+
+
 async def _new_path(platform: Platform) -> dict[str, str]:
     return {"path": f"new/f{next(_counter)}.txt"}
 
@@ -98,6 +107,7 @@ class Case:
     content: bytes | None = None
     content_type: str | None = None
     setup: Setup = field(default=_nothing)
+    other: int | None = None  # what a token of another workspace gets, when not the rule's answer
 
     @property
     def route(self) -> str:
@@ -135,6 +145,21 @@ CASES = [
     Case("PUT", "/api/v1/storage/{path}", Permission.write, 201, content=b"data", setup=_new_path),
     Case("GET", "/api/v1/storage/{path}", Permission.read, 200, object=True, setup=_file),
     Case("DELETE", "/api/v1/storage/{path}", Permission.write, 200, object=True, setup=_file),
+    # the photon is in the default workspace only: another workspace cannot deploy it
+    Case("POST", "/api/v1/deployments", Permission.write, 201, setup=_photon, other=422,
+         json={"name": "d-{n}", "photon": "echo", "autoscaling": {"min_replicas": 0}}),
+    Case("GET", "/api/v1/deployments", Permission.read, 200),
+    Case("GET", "/api/v1/deployments/{name}", Permission.read, 200, object=True, setup=_deployment),
+    Case("PATCH", "/api/v1/deployments/{name}", Permission.write, 200, object=True,
+         json={"max_replicas": 2}, setup=_deployment),
+    Case("DELETE", "/api/v1/deployments/{name}", Permission.write, 204, object=True, setup=_deployment),
+    Case("GET", "/api/v1/deployments/{name}/events", Permission.read, 200, object=True,
+         setup=_deployment),
+    Case("GET", "/api/v1/deployments/{name}/logs", Permission.read, 200, object=True,
+         setup=_deployment),
+    Case("GET", "/api/v1/gateway/routes", None, 200),
+    Case("POST", "/api/v1/gateway/load", None, 204,
+         json={"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1, "deployments": []}),
 ]
 
 
@@ -153,6 +178,8 @@ def expected(case: Case, caller: str) -> int:
     if case.need is None:
         return 403
     if caller == "other":
+        if case.other is not None:
+            return case.other
         return 404 if case.object else case.ok
     return case.ok if case.need in ROLE_PERMISSIONS[Role(caller)] else 403
 

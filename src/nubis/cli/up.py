@@ -12,7 +12,7 @@ from nubis.client.client import Client
 from nubis.client.config import Credentials, save_login
 from nubis.home import nubis_home
 from nubis.server.main import run
-from nubis.server.settings import DEFAULT_PORT, ServerSettings
+from nubis.server.settings import DEFAULT_GATEWAY_PORT, DEFAULT_PORT, ServerSettings
 
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
 
@@ -21,12 +21,14 @@ def up(
     home: Annotated[Path | None, typer.Option(help="state folder (default $NUBIS_HOME or ~/.nubis)")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API and console port")] = DEFAULT_PORT,
+    gateway_port: Annotated[int, typer.Option(help="the gateway's port (deployments' endpoints)")] = (
+        DEFAULT_GATEWAY_PORT),
     db: Annotated[str | None, typer.Option("--db", help="database URL (default: SQLite in home)")] = None,
     storage: Annotated[str | None, typer.Option(help="storage URL: a folder or s3://bucket/prefix")] = None,
 ) -> None:
     """Start the nubis platform on this machine (Ctrl-C stops it)."""
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
-                              storage_url=storage)
+                              storage_url=storage, gateway_port=gateway_port, start_gateway=True)
     raise typer.Exit(run(settings))
 
 

@@ -158,6 +158,8 @@ class Replica(BaseModel):
     id: str
     status: OutputReplicaStatus
     reason: str | None = Field(default=None, description="why it is in this status, for people")
+    endpoint: str | None = Field(default=None, description="the replica's own URL")
+    photon: str | None = Field(default=None, description="the 'name:version' this replica runs")
     restarts: int = 0
     created_at: datetime | None = None
 
@@ -174,7 +176,32 @@ class Deployment(BaseModel):
     access: str = "private"
     target_replicas: int = 0
     ready_replicas: int = 0
+    min_replicas: int = 0
+    max_replicas: int = 1
+    endpoint: str | None = Field(default=None, description="the URL to call it at, through the gateway")
     replicas: list[Replica] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+class DeploymentEvent(BaseModel):
+    """Something that happened to a deployment or one of its replicas: the "why" of its status."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    at: datetime
+    kind: str
+    message: str
+    replica: str | None = None
+
+
+class DeploymentUpdateRequest(BaseModel):
+    """``PATCH /api/v1/deployments/{name}``: a new photon (rolling update) and/or new bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    photon: str | None = Field(default=None, pattern=PHOTON_REF_PATTERN)
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    access: Literal["private", "public"] | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nubis._version import __version__
+from nubis.backends.local import LocalBackend
 from nubis.errors import (
     MethodNotAllowedError,
     NotFoundError,
@@ -22,9 +24,12 @@ from nubis.home import write_private
 from nubis.openapi_docs import install_docs
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
-from nubis.server.routers import auth, photons, secrets, storage, workspaces
+from nubis.server.gateway_process import start_gateway, stop_gateway
+from nubis.server.reconcilers.deployments import DeploymentReconciler
+from nubis.server.routers import auth, deployments, photons, secrets, storage, workspaces
 from nubis.server.security import SecretBox, load_or_create_master_key
 from nubis.server.services import tokens
+from nubis.server.services.gateway import LoadBook
 from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore
 
@@ -38,6 +43,8 @@ def build_context(settings: ServerSettings) -> ServerContext:
         db=Database(settings.database),
         box=SecretBox(load_or_create_master_key(settings.master_key_file)),
         store=ObjectStore.from_url(settings.storage),
+        backend=LocalBackend(settings.home / "backend"),
+        loads=LoadBook(),
     )
 
 
@@ -56,14 +63,29 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare(ctx)
-        yield
-        await ctx.db.dispose()
+        reconciler = DeploymentReconciler(ctx)
+        task = asyncio.create_task(reconciler.run(), name="deployments")
+        gateway = None
+        if ctx.settings.start_gateway:
+            gateway = start_gateway(ctx.settings, ctx.settings.admin_token_file.read_text().strip())
+        try:
+            yield
+        finally:
+            if gateway is not None:
+                await asyncio.to_thread(stop_gateway, gateway)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await reconciler.shutdown()
+            await ctx.db.dispose()
 
     app = FastAPI(title="nubis", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The nubis control plane. Every route but /healthz needs a token.")
     app.state.ctx = ctx
     install_docs(app)
-    for router in (auth.router, workspaces.router, secrets.router, photons.router, storage.router):
+    routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
+               deployments.router)
+    for router in routers:
         app.include_router(router)
 
     @app.get("/healthz", tags=["system"])

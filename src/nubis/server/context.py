@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nubis.backends.base import Backend
 from nubis.server.db import Database
 from nubis.server.security import SecretBox
+from nubis.server.services.gateway import LoadBook
 from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore
 
@@ -16,3 +18,5 @@ class ServerContext:
     db: Database
     box: SecretBox
     store: ObjectStore
+    backend: Backend
+    loads: LoadBook

@@ -19,6 +19,7 @@ log = logging.getLogger("nubis.server")
 def describe(settings: ServerSettings) -> list[str]:
     return [
         f"API + docs  {settings.url}  ({settings.url}/docs)",
+        f"gateway     {settings.gateway_url}/<workspace>/<deployment>/<handler>",
         f"admin token {settings.admin_token_file}  (the CLI on this machine reads it)",
         f"state       {settings.home}",
         f"database    {settings.db_url or settings.home / 'nubis.db'}",
@@ -33,7 +34,7 @@ def run(settings: ServerSettings, *, log_level: str = "info") -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
                             access_log=False, log_level=log_level, timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
-    info = {"url": settings.url, "pid": os.getpid()}
+    info = {"url": settings.url, "gateway_url": settings.gateway_url, "pid": os.getpid()}
     write_private(settings.server_file, json.dumps(info).encode())
     for line in describe(settings):
         log.info("%s", line)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -113,6 +114,61 @@ class PhotonNameRow(Base):
     )
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     last_version: Mapped[int] = mapped_column(Integer)
+
+
+class DeploymentRow(Base):
+    """Intent (``spec``, the pinned photon version, ``generation``) and the reconciler's view."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    photon_name: Mapped[str] = mapped_column(String(63))
+    photon_version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    target_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    last_scale_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_traffic_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReplicaRow(Base):
+    """One replica; ``status`` is written only by ``services.replicas.switch_replica_status``."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    photon_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    endpoint: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    crashes: Mapped[int] = mapped_column(Integer, default=0)
+    crash_times: Mapped[list[float]] = mapped_column(JSON, default=list)
+    next_start_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeploymentEventRow(Base):
+    __tablename__ = "deployment_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    replica_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(2048))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AuditEventRow(Base):

@@ -36,6 +36,7 @@ class ServerSettings(BaseModel):
     db_url: str | None = None
     storage_url: str | None = None
     max_upload_bytes: int | None = None
+    start_gateway: bool = False
 
     @property
     def database(self) -> str:
@@ -48,6 +49,10 @@ class ServerSettings(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
 
     @property
     def master_key_file(self) -> Path:

@@ -1,0 +1,1 @@
+"""Background loops that converge actual state to the intent recorded by requests."""

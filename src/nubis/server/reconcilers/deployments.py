@@ -1,0 +1,396 @@
+"""Make deployments so: replicas started, probed, restarted, scaled, rolled and stopped.
+
+Each round reads a snapshot, probes every replica that has a process (no database session held
+while it waits on the network), then applies the decisions deployment by deployment. Stopping a
+replica (SIGTERM, drain) runs as a task of its own so a slow drain never stalls the loop.
+Errors are logged and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.backends.base import ReplicaHandle, ReplicaProbe, ReplicaSpec
+from nubis.errors import NoCapacityError, NubisError
+from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus
+from nubis.models.photons import PhotonManifest
+from nubis.server.context import ServerContext
+from nubis.server.orm import DeploymentRow, PhotonRow, ReplicaRow, WorkspaceRow, utcnow
+from nubis.server.scheduler.autoscaling import AutoscalingContext, decide_replicas
+from nubis.server.scheduler.replicas import deployment_status, is_crash_loop, restart_backoff
+from nubis.server.services import photons, secrets
+from nubis.server.services.deployments import event
+from nubis.server.services.replicas import switch_replica_status
+
+log = logging.getLogger("nubis.reconciler")
+
+R = ReplicaStatus
+HAS_PROCESS = (R.starting, R.ready, R.draining)
+CURRENT = (R.pending, R.starting, R.ready, R.failed, R.crash_loop)
+ROLLBACK_CRASHES = 3
+STOP_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    deployment: DeploymentRow
+    workspace: str
+    replicas: list[ReplicaRow]
+
+
+class DeploymentReconciler:
+    def __init__(self, ctx: ServerContext, *, interval_s: float = 0.5) -> None:
+        self.ctx = ctx
+        self.interval_s = interval_s
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        await self.adopt()
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("deployment reconciler round failed; retrying")
+            await asyncio.sleep(self.interval_s)
+
+    async def adopt(self) -> None:
+        """After a restart: replicas still running are ours again; lost ones get restarted."""
+        async with self.ctx.db.sessions() as session:
+            rows = (await session.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(HAS_PROCESS)))).all()
+            for row in rows:
+                if row.handle and await self.ctx.backend.adopt(ReplicaHandle.from_dict(row.handle)):
+                    event(session, row.deployment_id, "replica", "adopted after a restart", row.id)
+                    continue
+                switch_replica_status(session, row, R.failed, "lost while the control plane was down")
+                row.next_start_at = time.time()
+            await session.commit()
+
+    async def shutdown(self) -> None:
+        """Stop every replica (``nubis up`` stopping takes its replicas with it)."""
+        async with self.ctx.db.sessions() as session:
+            rows = (await session.scalars(select(ReplicaRow).where(ReplicaRow.status.in_(HAS_PROCESS)))).all()
+            handles = [ReplicaHandle.from_dict(r.handle) for r in rows if r.handle]
+            for row in rows:
+                switch_replica_status(session, row, R.stopping, "the platform is stopping")
+            await session.commit()
+        await asyncio.gather(
+            *(self.ctx.backend.stop_replica(h, grace_s=10) for h in handles), return_exceptions=True
+        )
+        async with self.ctx.db.sessions() as session:
+            for row in (
+                await session.scalars(select(ReplicaRow).where(ReplicaRow.status == R.stopping))
+            ).all():
+                switch_replica_status(session, row, R.stopped, "the platform stopped")
+            await session.commit()
+
+    async def reconcile_once(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        snapshots = await self._snapshot()
+        handles = {
+            r.id: ReplicaHandle.from_dict(r.handle)
+            for s in snapshots
+            for r in s.replicas
+            if r.status in HAS_PROCESS and r.handle and r.id not in self._stopping
+        }
+        probes = dict(
+            zip(
+                handles,
+                await asyncio.gather(
+                    *(self.ctx.backend.probe(h) for h in handles.values()), return_exceptions=True
+                ),
+                strict=True,
+            )
+        )
+        for snap in snapshots:
+            async with self.ctx.db.sessions() as session:
+                deployment = await session.get(DeploymentRow, snap.deployment.id)
+                if deployment is None:
+                    continue
+                replicas = (
+                    await session.scalars(
+                        select(ReplicaRow)
+                        .where(ReplicaRow.deployment_id == deployment.id)
+                        .order_by(ReplicaRow.created_at)
+                    )
+                ).all()
+                await self._reconcile(session, deployment, snap.workspace, list(replicas), probes, now)
+                await session.commit()
+
+    async def _snapshot(self) -> list[Snapshot]:
+        async with self.ctx.db.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(DeploymentRow, WorkspaceRow.name).join(
+                        WorkspaceRow, WorkspaceRow.id == DeploymentRow.workspace_id
+                    )
+                )
+            ).all()
+            replicas = (await session.scalars(select(ReplicaRow))).all()
+        by_id: dict[str, list[ReplicaRow]] = {}
+        for r in replicas:
+            by_id.setdefault(r.deployment_id, []).append(r)
+        return [Snapshot(d, ws, by_id.get(d.id, [])) for d, ws in rows]
+
+    async def _reconcile(
+        self,
+        session: AsyncSession,
+        dep: DeploymentRow,
+        workspace: str,
+        replicas: list[ReplicaRow],
+        probes: dict[str, ReplicaProbe | BaseException],
+        now: float,
+    ) -> None:
+        for replica in [r for r in replicas if r.status == R.stopped]:
+            await session.delete(replica)  # its events stay
+        replicas = [r for r in replicas if r.status != R.stopped]
+        for replica in replicas:
+            probe = probes.get(replica.id)
+            if isinstance(probe, ReplicaProbe):
+                self._observe(session, replica, probe, now)
+        if dep.deleting:
+            await self._delete(session, dep, replicas)
+            return
+        spec = DeploymentSpec.model_validate(dep.spec)
+        self._autoscale(session, dep, workspace, spec, replicas, now)
+        current = [r for r in replicas if r.photon_version == dep.photon_version and r.status in CURRENT]
+        old = [r for r in replicas if r.photon_version != dep.photon_version and r.status in CURRENT]
+        if old and self._update_failed(current):
+            self._rollback(session, dep, current)
+            return
+        await self._scale(session, dep, workspace, spec, current, old, now)
+        self._set_status(dep, replicas, updating=bool(old))
+
+    def _observe(self, session: AsyncSession, replica: ReplicaRow, probe: ReplicaProbe, now: float) -> None:
+        status = R(replica.status)
+        if not probe.alive:
+            tail = " | ".join(probe.last_error_lines[-5:])
+            reason = f"exited with code {probe.exit_code}" + (f": {tail}" if tail else "")
+            replica.crashes += 1
+            replica.crash_times = [*(replica.crash_times or [])[-9:], now]
+            replica.next_start_at = now + restart_backoff(replica.crashes)
+            looping = is_crash_loop(replica.crash_times, now)
+            switch_replica_status(session, replica, R.crash_loop if looping else R.failed, reason)
+        elif probe.ready and status is R.starting:
+            switch_replica_status(session, replica, R.ready, None)
+            replica.crashes = 0
+
+    def _autoscale(
+        self,
+        session: AsyncSession,
+        dep: DeploymentRow,
+        workspace: str,
+        spec: DeploymentSpec,
+        replicas: list[ReplicaRow],
+        now: float,
+    ) -> None:
+        book = self.ctx.loads.get(workspace, dep.name)
+        ready = sum(1 for r in replicas if r.status == R.ready)
+        decision = decide_replicas(
+            AutoscalingContext(
+                spec=spec.autoscaling,
+                current_target=dep.target_replicas,
+                ready_replicas=ready,
+                load=tuple(book.samples),
+                queued=book.queued,
+                last_scale_at=dep.last_scale_at or dep.created_at.timestamp(),
+                last_traffic_at=book.last_traffic_at,
+            ),
+            now,
+        )
+        if decision.target_replicas != dep.target_replicas:
+            event(
+                session,
+                dep.id,
+                "scale",
+                f"{dep.target_replicas} → {decision.target_replicas} replicas: {decision.reason}",
+            )
+            dep.target_replicas = decision.target_replicas
+            dep.last_scale_at = now
+
+    async def _scale(
+        self,
+        session: AsyncSession,
+        dep: DeploymentRow,
+        workspace: str,
+        spec: DeploymentSpec,
+        current: list[ReplicaRow],
+        old: list[ReplicaRow],
+        now: float,
+    ) -> None:
+        target = dep.target_replicas
+        for replica in current:  # restart crashed ones once their back-off has passed
+            if replica.status in (R.failed, R.crash_loop, R.pending) and (replica.next_start_at or 0) <= now:
+                await self._start(session, dep, workspace, spec, replica)
+        if old:  # rolling update: one extra replica at a time; drain an old one per new ready one
+            starting = [r for r in current if r.status != R.ready]
+            if len(current) < target and not starting:
+                await self._start(session, dep, workspace, spec, self._new_replica(session, dep))
+            ready_new = sum(1 for r in current if r.status == R.ready)
+            if ready_new and ready_new + len(old) > target:
+                self._stop(session, old[0], "replaced by the new version")
+            return
+        for _ in range(target - len(current)):
+            await self._start(session, dep, workspace, spec, self._new_replica(session, dep))
+        extra = sorted(current, key=lambda r: (r.status == R.ready, r.created_at), reverse=False)
+        for replica in extra[: max(0, len(current) - target)]:
+            self._stop(session, replica, "scaled down")
+
+    def _new_replica(self, session: AsyncSession, dep: DeploymentRow) -> ReplicaRow:
+        replica = ReplicaRow(
+            deployment_id=dep.id,
+            generation=dep.generation,
+            photon_version=dep.photon_version,
+            status=R.pending.value,
+            crashes=0,
+            crash_times=[],
+        )
+        session.add(replica)
+        return replica
+
+    async def _start(
+        self,
+        session: AsyncSession,
+        dep: DeploymentRow,
+        workspace: str,
+        spec: DeploymentSpec,
+        replica: ReplicaRow,
+    ) -> None:
+        await session.flush()
+        try:
+            replica_spec = await self._replica_spec(session, dep, workspace, spec, replica)
+            handle = await self.ctx.backend.start_replica(replica_spec)
+        except NoCapacityError as exc:
+            replica.next_start_at = time.time() + 2
+            if (
+                R(replica.status) is not R.pending
+                or replica.reason != f"waiting for resources: {exc.message}"
+            ):
+                switch_replica_status(session, replica, R.pending, f"waiting for resources: {exc.message}")
+            return
+        except (NubisError, OSError) as exc:
+            message = exc.message if isinstance(exc, NubisError) else str(exc)
+            replica.crashes += 1
+            replica.next_start_at = time.time() + restart_backoff(replica.crashes)
+            if R(replica.status) is R.pending:
+                switch_replica_status(session, replica, R.starting, "launching")
+            switch_replica_status(session, replica, R.failed, f"could not start: {message}")
+            return
+        replica.handle = handle.to_dict()
+        replica.endpoint = handle.endpoint
+        switch_replica_status(session, replica, R.starting, f"started on {handle.endpoint}")
+
+    async def _replica_spec(
+        self,
+        session: AsyncSession,
+        dep: DeploymentRow,
+        workspace: str,
+        spec: DeploymentSpec,
+        replica: ReplicaRow,
+    ) -> ReplicaSpec:
+        row = await session.scalar(
+            select(PhotonRow).where(
+                PhotonRow.workspace_id == dep.workspace_id,
+                PhotonRow.name == dep.photon_name,
+                PhotonRow.version == replica.photon_version,
+            )
+        )
+        if row is None:
+            raise NubisError(
+                f"photon {dep.photon_name}:{replica.photon_version} was deleted from the registry"
+            )
+        manifest = PhotonManifest.model_validate(row.manifest)
+        bundle = await asyncio.to_thread(self._fetch_bundle, workspace, row)
+        values = await secrets.decrypt_for_workload(session, self.ctx.box, dep.workspace_id)
+        env = {
+            **spec.env,
+            **{k: values[k] for k in spec.secrets if k in values},
+            "NUBIS_DEPLOYMENT": dep.name,
+            "NUBIS_WORKSPACE": workspace,
+        }
+        return ReplicaSpec(
+            replica_id=replica.id,
+            deployment=dep.name,
+            workspace=workspace,
+            bundle=bundle,
+            content_hash=row.content_hash,
+            env=env,
+            resources=spec.resources or manifest.resources,
+        )
+
+    def _fetch_bundle(self, workspace: str, row: PhotonRow) -> Path:
+        path = self.ctx.settings.home / "cache" / "photons" / f"{row.content_hash}.photon"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            with tmp.open("wb") as fh:
+                for chunk in self.ctx.store.photons(workspace).iter_bytes(
+                    photons.bundle_path(row.name, row.version)
+                ):
+                    fh.write(chunk)
+            tmp.replace(path)
+        return path
+
+    def _stop(self, session: AsyncSession, replica: ReplicaRow, reason: str) -> None:
+        status = R(replica.status)
+        if replica.id in self._stopping or status in (R.stopping, R.stopped):
+            return
+        if status in (R.pending, R.failed, R.crash_loop) or not replica.handle:
+            switch_replica_status(session, replica, R.stopped, reason)
+            return
+        switch_replica_status(session, replica, R.draining if status is R.ready else R.stopping, reason)
+        handle = ReplicaHandle.from_dict(replica.handle)
+        self._stopping[replica.id] = asyncio.create_task(self._stop_task(replica.id, handle))
+
+    async def _stop_task(self, replica_id: str, handle: ReplicaHandle) -> None:
+        try:
+            await self.ctx.backend.stop_replica(handle, grace_s=STOP_GRACE_S)
+            async with self.ctx.db.sessions() as session:
+                replica = await session.get(ReplicaRow, replica_id)
+                if replica is not None:
+                    if R(replica.status) is R.draining:
+                        switch_replica_status(session, replica, R.stopping, replica.reason)
+                    switch_replica_status(session, replica, R.stopped, replica.reason)
+                    await session.commit()
+        except Exception:
+            log.exception("stopping replica %s failed", replica_id)
+        finally:
+            self._stopping.pop(replica_id, None)
+
+    def _update_failed(self, current: list[ReplicaRow]) -> bool:
+        return any(r.status == R.crash_loop or r.crashes >= ROLLBACK_CRASHES for r in current)
+
+    def _rollback(self, session: AsyncSession, dep: DeploymentRow, failing: list[ReplicaRow]) -> None:
+        reason = next((r.reason for r in failing if r.reason), "the new version did not become ready")
+        bad = f"{dep.photon_name}:{dep.photon_version}"
+        if dep.previous_version is None:
+            return
+        dep.photon_version, dep.previous_version = dep.previous_version, None
+        dep.generation += 1
+        dep.reason = f"rolled back from {bad}: {reason}"
+        event(session, dep.id, "rollback", dep.reason)
+        for replica in failing:
+            self._stop(session, replica, f"rolled back: {bad} failed")
+
+    def _set_status(self, dep: DeploymentRow, replicas: list[ReplicaRow], *, updating: bool) -> None:
+        live = [R(r.status) for r in replicas if R(r.status) is not R.stopped]
+        status = deployment_status(live, target=dep.target_replicas, updating=updating)
+        if status != dep.status:
+            dep.status = status.value
+            dep.updated_at = utcnow()
+        if status in (DeploymentStatus.ready, DeploymentStatus.scaled_to_zero):
+            dep.reason = None
+        elif status != DeploymentStatus.updating:
+            dep.reason = next((r.reason for r in replicas if r.reason and r.status != R.ready), dep.reason)
+
+    async def _delete(self, session: AsyncSession, dep: DeploymentRow, replicas: list[ReplicaRow]) -> None:
+        for replica in replicas:
+            self._stop(session, replica, "the deployment is being deleted")
+        if not replicas:
+            await session.delete(dep)

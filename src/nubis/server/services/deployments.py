@@ -1,0 +1,295 @@
+"""Deployments: requests record intent (spec, pinned photon version, generation); the reconciler
+in ``server/reconcilers/deployments.py`` makes it so."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.backends.base import LogsCapability, ReplicaHandle
+from nubis.errors import ConflictError, NotFoundError, ValidationError
+from nubis.models.deployments import (
+    Deployment,
+    DeploymentEvent,
+    DeploymentSpec,
+    DeploymentStatus,
+    DeploymentUpdateRequest,
+    Replica,
+    ReplicaStatus,
+    split_photon_ref,
+)
+from nubis.models.photons import PhotonManifest
+from nubis.models.resources import Resources
+from nubis.server.context import ServerContext
+from nubis.server.deps import Caller
+from nubis.server.orm import DeploymentEventRow, DeploymentRow, ReplicaRow, SecretRow
+from nubis.server.services import audit, photons
+
+LIVE = (ReplicaStatus.stopped,)
+
+
+def event(
+    session: AsyncSession, deployment_id: str, kind: str, message: str, replica_id: str | None = None
+) -> None:
+    session.add(
+        DeploymentEventRow(
+            deployment_id=deployment_id, replica_id=replica_id, kind=kind, message=message[:2048]
+        )
+    )
+
+
+async def get_row_or_raise(session: AsyncSession, caller: Caller, name: str) -> DeploymentRow:
+    row = await session.scalar(
+        select(DeploymentRow).where(
+            DeploymentRow.workspace_id == caller.workspace_id,
+            DeploymentRow.name == name,
+            DeploymentRow.deleting.is_(False),
+        )
+    )
+    if row is None:
+        raise NotFoundError(f"deployment {name!r} not found in workspace {caller.workspace!r}")
+    return row
+
+
+async def _resolve_photon(session: AsyncSession, caller: Caller, ref: str) -> tuple[str, int, PhotonManifest]:
+    name, version = split_photon_ref(ref)
+    try:
+        row = await photons.get_row_or_raise(session, caller, name, str(version) if version else "latest")
+    except NotFoundError:
+        raise ValidationError(
+            f"photon {ref!r} is not in the registry of workspace {caller.workspace!r}; "
+            f"push it first: `nubis photon push PATH`"
+        ) from None
+    return row.name, row.version, PhotonManifest.model_validate(row.manifest)
+
+
+def _check_fits(ctx: ServerContext, resources: Resources) -> None:
+    total = ctx.backend.capacity()
+    too_big = []
+    if resources.cpu > total.cpu:
+        too_big.append(f"{resources.cpu:g} CPU (the machine has {total.cpu:g})")
+    if resources.memory > total.memory:
+        too_big.append(f"{resources.memory} bytes of memory (the machine has {total.memory})")
+    if resources.gpu > len(total.gpus):
+        too_big.append(f"{resources.gpu} GPU (the machine has {len(total.gpus)})")
+    if too_big:
+        raise ValidationError("one replica needs more than this platform has: " + "; ".join(too_big))
+
+
+async def _check_secrets(session: AsyncSession, caller: Caller, names: list[str]) -> None:
+    if not names:
+        return
+    found = set(
+        (
+            await session.scalars(
+                select(SecretRow.name).where(
+                    SecretRow.workspace_id == caller.workspace_id, SecretRow.name.in_(names)
+                )
+            )
+        ).all()
+    )
+    missing = sorted(set(names) - found)
+    if missing:
+        raise ValidationError(
+            f"secrets {missing} do not exist in workspace {caller.workspace!r}: "
+            "set them with `nubis secret set NAME`"
+        )
+
+
+async def create(
+    session: AsyncSession, ctx: ServerContext, caller: Caller, spec: DeploymentSpec
+) -> Deployment:
+    exists = await session.scalar(
+        select(DeploymentRow.id).where(
+            DeploymentRow.workspace_id == caller.workspace_id, DeploymentRow.name == spec.name
+        )
+    )
+    if exists is not None:
+        raise ConflictError(
+            f"deployment {spec.name!r} already exists: update it with "
+            f"`nubis deployment update {spec.name} --photon …` or delete it first"
+        )
+    name, version, manifest = await _resolve_photon(session, caller, spec.photon)
+    _check_fits(ctx, spec.resources or manifest.resources)
+    await _check_secrets(session, caller, spec.secrets)
+    row = DeploymentRow(
+        workspace_id=caller.workspace_id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        photon_name=name,
+        photon_version=version,
+        generation=1,
+        status=DeploymentStatus.pending,
+        target_replicas=spec.autoscaling.min_replicas,
+        deleting=False,
+    )
+    session.add(row)
+    await session.flush()
+    event(
+        session,
+        row.id,
+        "created",
+        f"deploying {name}:{version} with "
+        f"{spec.autoscaling.min_replicas}..{spec.autoscaling.max_replicas} replicas",
+    )
+    audit.record(session, caller, "deployment.create", spec.name, {"photon": f"{name}:{version}"})
+    await session.commit()
+    return await get(session, ctx, caller, spec.name)
+
+
+async def update(
+    session: AsyncSession, ctx: ServerContext, caller: Caller, name: str, request: DeploymentUpdateRequest
+) -> Deployment:
+    row = await get_row_or_raise(session, caller, name)
+    spec = DeploymentSpec.model_validate(row.spec)
+    changes: dict[str, object] = {}
+    scaling = spec.autoscaling.model_dump()
+    for key in ("min_replicas", "max_replicas"):
+        value = getattr(request, key)
+        if value is not None:
+            scaling[key] = value
+    try:
+        new_spec = DeploymentSpec.model_validate(
+            {
+                **spec.model_dump(),
+                "autoscaling": scaling,
+                **({"access": request.access} if request.access else {}),
+                **({"photon": request.photon} if request.photon else {}),
+            }
+        )
+    except ValueError as exc:
+        raise ValidationError(str(exc).splitlines()[-1] if str(exc) else "invalid update") from None
+    if request.photon:
+        photon_name, version, manifest = await _resolve_photon(session, caller, request.photon)
+        if photon_name != row.photon_name or version != row.photon_version:
+            _check_fits(ctx, new_spec.resources or manifest.resources)
+            row.previous_version, row.photon_name, row.photon_version = (
+                row.photon_version,
+                photon_name,
+                version,
+            )
+            row.generation += 1
+            changes["photon"] = f"{photon_name}:{version}"
+            event(session, row.id, "update", f"rolling update to {photon_name}:{version}")
+    if scaling != spec.autoscaling.model_dump():
+        changes["autoscaling"] = {k: scaling[k] for k in ("min_replicas", "max_replicas")}
+        event(session, row.id, "scale", f"replicas {scaling['min_replicas']}..{scaling['max_replicas']}")
+    row.spec = new_spec.model_dump(mode="json")
+    audit.record(session, caller, "deployment.update", name, changes)
+    await session.commit()
+    return await get(session, ctx, caller, name)
+
+
+async def delete(session: AsyncSession, caller: Caller, name: str) -> None:
+    """Mark for deletion: the reconciler stops the replicas, then removes the rows."""
+    row = await get_row_or_raise(session, caller, name)
+    row.deleting = True
+    event(session, row.id, "deleting", "stopping every replica")
+    audit.record(session, caller, "deployment.delete", name)
+    await session.commit()
+
+
+def endpoint(ctx: ServerContext, workspace: str, name: str) -> str:
+    return f"{ctx.settings.gateway_url}/{workspace}/{name}"
+
+
+def to_model(
+    ctx: ServerContext, row: DeploymentRow, workspace: str, replicas: list[ReplicaRow]
+) -> Deployment:
+    spec = DeploymentSpec.model_validate(row.spec)
+    live = [r for r in replicas if r.status not in LIVE]
+    return Deployment(
+        name=row.name,
+        photon=f"{row.photon_name}:{row.photon_version}",
+        status=row.status,
+        reason=row.reason,
+        access=spec.access,
+        target_replicas=row.target_replicas,
+        ready_replicas=sum(1 for r in live if r.status == ReplicaStatus.ready),
+        min_replicas=spec.autoscaling.min_replicas,
+        max_replicas=spec.autoscaling.max_replicas,
+        endpoint=endpoint(ctx, workspace, row.name),
+        replicas=[
+            Replica(
+                id=r.id,
+                status=r.status,
+                reason=r.reason,
+                endpoint=r.endpoint,
+                photon=f"{row.photon_name}:{r.photon_version}",
+                restarts=r.crashes,
+                created_at=r.created_at,
+            )
+            for r in live
+        ],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def _replicas(session: AsyncSession, deployment_ids: list[str]) -> dict[str, list[ReplicaRow]]:
+    rows = (
+        await session.scalars(
+            select(ReplicaRow)
+            .where(ReplicaRow.deployment_id.in_(deployment_ids))
+            .order_by(ReplicaRow.created_at)
+        )
+    ).all()
+    found: dict[str, list[ReplicaRow]] = {}
+    for r in rows:
+        found.setdefault(r.deployment_id, []).append(r)
+    return found
+
+
+async def get(session: AsyncSession, ctx: ServerContext, caller: Caller, name: str) -> Deployment:
+    row = await get_row_or_raise(session, caller, name)
+    replicas = await _replicas(session, [row.id])
+    return to_model(ctx, row, caller.workspace, replicas.get(row.id, []))
+
+
+async def list_deployments(session: AsyncSession, ctx: ServerContext, caller: Caller) -> list[Deployment]:
+    rows = (
+        await session.scalars(
+            select(DeploymentRow)
+            .where(
+                DeploymentRow.workspace_id == caller.workspace_id,
+                DeploymentRow.deleting.is_(False),
+            )
+            .order_by(DeploymentRow.name)
+        )
+    ).all()
+    replicas = await _replicas(session, [r.id for r in rows])
+    return [to_model(ctx, r, caller.workspace, replicas.get(r.id, [])) for r in rows]
+
+
+async def events(session: AsyncSession, caller: Caller, name: str, *, limit: int) -> list[DeploymentEvent]:
+    row = await get_row_or_raise(session, caller, name)
+    found = (
+        await session.scalars(
+            select(DeploymentEventRow)
+            .where(DeploymentEventRow.deployment_id == row.id)
+            .order_by(DeploymentEventRow.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [
+        DeploymentEvent(at=e.at, kind=e.kind, message=e.message, replica=e.replica_id)
+        for e in reversed(found)
+    ]
+
+
+async def logs(
+    session: AsyncSession, ctx: ServerContext, caller: Caller, name: str, *, tail: int
+) -> list[str]:
+    row = await get_row_or_raise(session, caller, name)
+    if not isinstance(ctx.backend, LogsCapability):
+        raise ValidationError(f"the {ctx.backend.name} backend keeps no logs")
+    replicas = (
+        await session.scalars(
+            select(ReplicaRow).where(ReplicaRow.deployment_id == row.id, ReplicaRow.handle.is_not(None))
+        )
+    ).all()
+    lines: list[str] = []
+    for replica in replicas:
+        handle = ReplicaHandle.from_dict(replica.handle or {})
+        lines.extend(f"[{replica.id[:8]}] {line}" for line in ctx.backend.read_logs(handle, tail=tail))
+    return lines

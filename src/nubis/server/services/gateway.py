@@ -1,0 +1,102 @@
+"""What the gateway reads (the routing table) and writes (load reports).
+
+The table is built from the database on request: ready replicas of every deployment, and the
+sha256 of every live token of its workspace for private ones. Load reports are kept in memory
+(a short window per deployment) for the autoscaler; they are soft state a restart may lose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.models.deployments import DeploymentSpec, ReplicaStatus
+from nubis.models.routes import DeploymentRoute, LoadReport, ReplicaRoute, RoutingTable
+from nubis.server.orm import DeploymentRow, ReplicaRow, TokenRow, WorkspaceRow
+
+WINDOW_S = 600.0
+
+
+@dataclass
+class DeploymentLoadBook:
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    queued: int = 0
+    last_traffic_at: float | None = None
+
+
+class LoadBook:
+    """Per (workspace, deployment): recent in-flight samples, queued demand, last traffic."""
+
+    def __init__(self) -> None:
+        self._books: dict[tuple[str, str], DeploymentLoadBook] = {}
+
+    def record(self, report: LoadReport, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for load in report.deployments:
+            book = self._books.setdefault((load.workspace, load.name), DeploymentLoadBook())
+            book.samples.append((now, float(load.in_flight + load.queued)))
+            book.queued = load.queued
+            if load.in_flight or load.queued or load.requests:
+                book.last_traffic_at = now
+            while book.samples and book.samples[0][0] < now - WINDOW_S:
+                book.samples.popleft()
+
+    def get(self, workspace: str, name: str) -> DeploymentLoadBook:
+        return self._books.get((workspace, name), DeploymentLoadBook())
+
+
+async def routing_table(session: AsyncSession) -> RoutingTable:
+    rows = (
+        await session.execute(
+            select(DeploymentRow, WorkspaceRow.name)
+            .join(WorkspaceRow, WorkspaceRow.id == DeploymentRow.workspace_id)
+            .where(DeploymentRow.deleting.is_(False))
+        )
+    ).all()
+    replicas = (
+        await session.scalars(
+            select(ReplicaRow).where(ReplicaRow.status.in_([ReplicaStatus.ready, ReplicaStatus.draining]))
+        )
+    ).all()
+    by_deployment: dict[str, list[ReplicaRow]] = {}
+    for replica in replicas:
+        by_deployment.setdefault(replica.deployment_id, []).append(replica)
+    now = datetime.now(UTC)
+    tokens = (
+        await session.execute(
+            select(TokenRow.workspace_id, TokenRow.hash).where(
+                TokenRow.revoked_at.is_(None),
+                or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > now),
+            )
+        )
+    ).all()
+    hashes: dict[str, list[str]] = {}
+    for workspace_id, digest in tokens:
+        hashes.setdefault(workspace_id, []).append(digest)
+    routes = []
+    for row, workspace in rows:
+        spec = DeploymentSpec.model_validate(row.spec)
+        routes.append(
+            DeploymentRoute(
+                workspace=workspace,
+                name=row.name,
+                access=spec.access,
+                token_hashes=sorted(hashes.get(row.workspace_id, [])),
+                replicas=[
+                    ReplicaRoute(replica_id=r.id, endpoint=r.endpoint, ready=r.status == ReplicaStatus.ready)
+                    for r in by_deployment.get(row.id, [])
+                    if r.endpoint
+                ],
+                min_replicas=spec.autoscaling.min_replicas,
+                max_replicas=spec.autoscaling.max_replicas,
+            )
+        )
+    digest = hashlib.sha256("".join(r.model_dump_json() for r in routes).encode()).digest()
+    version = int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+    return RoutingTable(version=version, deployments=routes)
