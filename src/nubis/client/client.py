@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nubis.client.base import Transport
 from nubis.client.config import resolve
+from nubis.client.deployments import DeploymentsAPI
 from nubis.client.photons import PhotonsAPI
 from nubis.client.secrets import SecretsAPI
 from nubis.client.storage import StorageAPI
@@ -31,6 +32,7 @@ class Client:
         self.secrets = SecretsAPI(self._transport)
         self.photons = PhotonsAPI(self._transport)
         self.storage = StorageAPI(self._transport)
+        self.deployments = DeploymentsAPI(self._transport)
 
     @property
     def url(self) -> str:
