@@ -7,7 +7,7 @@ import sys
 import typer
 
 from nubis._version import __version__
-from nubis.cli import photon, render, secrets, storage, tokens, up, workspaces
+from nubis.cli import deployments, photon, render, secrets, storage, tokens, up, workspaces
 from nubis.errors import NubisError
 
 app = typer.Typer(help="nubis: a self-hostable AI cloud.", no_args_is_help=True,
@@ -16,6 +16,8 @@ app.command()(up.up)
 app.command()(up.login)
 app.command()(up.whoami)
 app.add_typer(photon.app, name="photon")
+app.command("deploy")(deployments.deploy)
+app.add_typer(deployments.app, name="deployment")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")

@@ -1,0 +1,223 @@
+"""``nubis deploy`` and ``nubis deployment …``: photons served behind the gateway."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nubis.cli import render
+from nubis.client.client import Client
+from nubis.client.deployments import FAILED
+from nubis.errors import BadRequestError
+from nubis.models.deployments import Deployment, DeploymentStatus
+from nubis.photon.loader import split_target
+
+app = typer.Typer(help="Deployments: photons served behind the gateway, scaled and updated in place.",
+                  no_args_is_help=True)
+
+Name = Annotated[str, typer.Argument(help="the deployment's name")]
+Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
+
+
+def deploy(
+    target: Annotated[str, typer.Argument(help="a photon folder or file (pushed first), or NAME[:VERSION]")],
+    name: Annotated[str | None, typer.Option(help="the deployment's name (default: the photon's)")] = None,
+    min_replicas: Annotated[int, typer.Option("--min", help="replicas to keep at least")] = 1,
+    max_replicas: Annotated[int | None, typer.Option("--max", help="at most (default: --min)")] = None,
+    public: Annotated[bool, typer.Option("--public", help="callable without a token")] = False,
+    env: Annotated[list[str] | None, typer.Option("--env", help="K=V, repeatable")] = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", help="secret NAME, repeatable")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores per replica")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory per replica, e.g. 2Gi")] = None,
+    gpu: Annotated[int | None, typer.Option(help="GPUs per replica")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until ready")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for ready")] = 300,
+    output: Output = "table",
+) -> None:
+    """Deploy a photon: push it if TARGET is a path, then wait until its replicas are ready."""
+    render.check_output(output)
+    with Client() as client:
+        ref = _photon_ref(client, target)
+        deployment = client.deployments.create(
+            name or ref.partition(":")[0], ref,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas if max_replicas is not None else max(min_replicas, 1),
+            resources=_resources(cpu, memory, gpu),
+            env=_env(env or []),
+            secrets=secret or [],
+            access="public" if public else "private",
+        )
+        if output != "json":
+            render.out.print(f"deploying {deployment.name} ({deployment.photon})", highlight=False)
+        if wait:
+            deployment = _wait(client, deployment.name, timeout, quiet=output == "json")
+        manifest = client.photons.get(*deployment.photon.split(":", 1)).manifest if output != "json" else None
+    if output == "json":
+        render.as_json(deployment.model_dump(mode="json"))
+        return
+    verb = "ready" if wait else "created"
+    render.success(f"{deployment.name} {verb} ({deployment.photon}) at {deployment.endpoint}")
+    if manifest is not None and manifest.handlers:
+        handler = manifest.handlers[0]
+        auth = "" if public else '-H "Authorization: Bearer $NUBIS_TOKEN" '
+        render.out.print(f"curl {auth}{deployment.endpoint}{handler.path} -d '{_example(handler)}'",
+                         highlight=False, soft_wrap=True, markup=False)
+
+
+def _photon_ref(client: Client, target: str) -> str:
+    path, _ = split_target(target)
+    if not Path(path).exists():
+        return target
+    pushed = client.photons.push(target)
+    render.err.print(f"pushed {pushed.ref}" + (" (unchanged)" if pushed.unchanged else ""), highlight=False)
+    return pushed.ref
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadRequestError(f"--env takes KEY=VALUE, not {pair!r}")
+        found[key] = value
+    return found
+
+
+def _resources(cpu: float | None, memory: str | None, gpu: int | None) -> dict[str, Any] | None:
+    given = {"cpu": cpu, "memory": memory, "gpu": gpu}
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
+
+
+def _example(handler: Any) -> str:
+    names = list(handler.request_schema.get("properties", {}))[:2]
+    return "{" + ", ".join(f'"{n}": …' for n in names) + "}"
+
+
+def _wait(client: Client, name: str, timeout: float, *, quiet: bool) -> Deployment:
+    """Poll until ready, printing each change of status or ready count on stderr."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        deployment = client.deployments.get(name)
+        now = (deployment.status, deployment.ready_replicas, deployment.target_replicas)
+        if now != last and not quiet:
+            render.deployment_progress(deployment)
+        last = now
+        if deployment.status == DeploymentStatus.ready:
+            return deployment
+        if deployment.status in FAILED or time.monotonic() >= deadline:
+            # One last look through the SDK, which words the reason the same way every time.
+            return client.deployments.wait_ready(name, timeout=0)
+        time.sleep(0.5)
+
+
+@app.command("list")
+def list_(output: Output = "table") -> None:
+    """Deployments in the workspace."""
+    with Client() as client:
+        deployments = client.deployments.list()
+    if render.check_output(output) == "json":
+        render.as_json([d.model_dump(mode="json") for d in deployments])
+        return
+    render.deployments_table(deployments)
+
+
+@app.command("get")
+def get(name: Name, output: Output = "table") -> None:
+    """One deployment and its replicas; ``--output json`` for scripts."""
+    with Client() as client:
+        deployment = client.deployments.get(name)
+    if render.check_output(output) == "json":
+        render.as_json(deployment.model_dump(mode="json"))
+        return
+    render.deployment_detail(deployment)
+
+
+@app.command("events")
+def events(name: Name, limit: Annotated[int, typer.Option(help="how many, latest")] = 100) -> None:
+    """What happened to the deployment and its replicas, oldest first."""
+    with Client() as client:
+        found = client.deployments.events(name, limit=limit)
+    render.table(f"events of {name}", ["at", "kind", "replica", "message"], [
+        [f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, (e.replica or "-")[:8], e.message] for e in found
+    ])
+
+
+@app.command("logs")
+def logs(
+    name: Name,
+    tail: Annotated[int, typer.Option(help="lines per replica")] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+) -> None:
+    """The replicas' output, each line prefixed by its replica id."""
+    with Client() as client:
+        seen: list[str] = []
+        while True:
+            lines = client.deployments.logs(name, tail=tail)
+            for line in _new_lines(seen, lines):
+                render.out.print(line, highlight=False, markup=False, soft_wrap=True)
+            seen = lines
+            if not follow:
+                return
+            time.sleep(1)
+
+
+def _new_lines(seen: list[str], lines: list[str]) -> list[str]:
+    """The lines of ``lines`` after the longest end of ``seen`` that it starts with."""
+    if not seen:
+        return lines
+    for start in range(len(seen)):
+        overlap = seen[start:]
+        if lines[: len(overlap)] == overlap:
+            return lines[len(overlap):]
+    return lines
+
+
+@app.command("update")
+def update(
+    name: Name,
+    photon: Annotated[str, typer.Option(help="NAME:VERSION to roll out")],
+    output: Output = "table",
+) -> None:
+    """Roll out another photon version, one replica at a time (rolls back if it cannot start)."""
+    with Client() as client:
+        deployment = client.deployments.update(name, photon=photon)
+    if render.check_output(output) == "json":
+        render.as_json(deployment.model_dump(mode="json"))
+        return
+    render.success(f"rolling out {deployment.photon} to {name}; watch `nubis deployment get {name}`")
+
+
+@app.command("scale")
+def scale(
+    name: Name,
+    min_replicas: Annotated[int | None, typer.Option("--min", help="replicas to keep at least")] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max", help="replicas at most")] = None,
+) -> None:
+    """Change the replica bounds."""
+    if min_replicas is None and max_replicas is None:
+        raise BadRequestError("give --min, --max or both")
+    with Client() as client:
+        current = client.deployments.get(name)
+        # Raising --min above the current --max raises --max with it (and the reverse).
+        if min_replicas is not None and max_replicas is None and min_replicas > current.max_replicas:
+            max_replicas = min_replicas
+        if max_replicas is not None and min_replicas is None and max_replicas < current.min_replicas:
+            min_replicas = max_replicas
+        deployment = client.deployments.update(name, min_replicas=min_replicas, max_replicas=max_replicas)
+    render.success(f"{name}: {deployment.min_replicas}..{deployment.max_replicas} replicas")
+
+
+@app.command("delete")
+def delete(name: Name, yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
+    """Stop every replica and remove the deployment."""
+    if not yes:
+        typer.confirm(f"delete deployment {name!r} and stop its replicas?", abort=True)
+    with Client() as client:
+        client.deployments.delete(name)
+    render.success(f"deleted {name}; its replicas are stopping")
+
