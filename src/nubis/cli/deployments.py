@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from nubis.cli import render
 from nubis.client.client import Client
@@ -105,7 +107,7 @@ def _wait(client: Client, name: str, timeout: float, *, quiet: bool) -> Deployme
         deployment = client.deployments.get(name)
         now = (deployment.status, deployment.ready_replicas, deployment.target_replicas)
         if now != last and not quiet:
-            render.deployment_progress(deployment)
+            _progress(deployment)
         last = now
         if deployment.status == DeploymentStatus.ready:
             return deployment
@@ -123,7 +125,7 @@ def list_(output: Output = "table") -> None:
     if render.check_output(output) == "json":
         render.as_json([d.model_dump(mode="json") for d in deployments])
         return
-    render.deployments_table(deployments)
+    _table(deployments)
 
 
 @app.command("get")
@@ -134,7 +136,7 @@ def get(name: Name, output: Output = "table") -> None:
     if render.check_output(output) == "json":
         render.as_json(deployment.model_dump(mode="json"))
         return
-    render.deployment_detail(deployment)
+    _detail(deployment)
 
 
 @app.command("events")
@@ -155,26 +157,33 @@ def logs(
 ) -> None:
     """The replicas' output, each line prefixed by its replica id."""
     with Client() as client:
-        seen: list[str] = []
+        seen: dict[str, list[str]] = {}
         while True:
             lines = client.deployments.logs(name, tail=tail)
-            for line in _new_lines(seen, lines):
+            for line in _new_lines(seen, lines) if follow else lines:
                 render.out.print(line, highlight=False, markup=False, soft_wrap=True)
-            seen = lines
+            render.out.file.flush()  # `logs -f | grep …`: each second's lines, not a full buffer later
             if not follow:
                 return
             time.sleep(1)
 
 
-def _new_lines(seen: list[str], lines: list[str]) -> list[str]:
-    """The lines of ``lines`` after the longest end of ``seen`` that it starts with."""
-    if not seen:
-        return lines
-    for start in range(len(seen)):
-        overlap = seen[start:]
-        if lines[: len(overlap)] == overlap:
-            return lines[len(overlap):]
-    return lines
+def _new_lines(seen: dict[str, list[str]], lines: list[str]) -> list[str]:
+    """The lines not printed yet, per replica (``[id] …``); updates ``seen``.
+
+    Each replica's tail is compared with the one seen before: what follows the longest end of the
+    old tail that the new one starts with is new.
+    """
+    by_replica: dict[str, list[str]] = {}
+    for line in lines:
+        by_replica.setdefault(line.split(" ", 1)[0], []).append(line)
+    new: list[str] = []
+    for replica, tail in by_replica.items():
+        before = seen.get(replica, [])
+        start = next((i for i in range(len(before)) if tail[: len(before) - i] == before[i:]), len(before))
+        new.extend(tail[len(before) - start:])
+        seen[replica] = tail
+    return new
 
 
 @app.command("update")
@@ -221,3 +230,37 @@ def delete(name: Name, yes: Annotated[bool, typer.Option("--yes", help="do not a
         client.deployments.delete(name)
     render.success(f"deleted {name}; its replicas are stopping")
 
+
+def _table(deployments: list[Deployment]) -> None:
+    t = Table(title="deployments", title_justify="left")
+    for column in ("name", "photon", "status", "ready", "access"):
+        t.add_column(column)
+    t.add_column("endpoint", overflow="fold")
+    for d in deployments:
+        t.add_row(d.name, d.photon, render.status(d.status), f"{d.ready_replicas}/{d.target_replicas}",
+                  d.access, d.endpoint or "-")
+    render.out.print(t)
+
+
+def _detail(d: Deployment) -> None:
+    ready = f"{d.ready_replicas}/{d.target_replicas} ready ({d.min_replicas}..{d.max_replicas})"
+    render.out.print(f"[bold]{d.name}[/]  {d.photon} · {render.status(d.status)} · {ready} · {d.access}",
+                     highlight=False)
+    if d.reason:
+        render.out.print(f"reason: {d.reason}", highlight=False, markup=False)
+    render.out.print(f"endpoint: {d.endpoint or '-'}", highlight=False, markup=False)
+    t = Table(title="replicas", title_justify="left")
+    for column in ("id", "status", "photon", "restarts", "endpoint", "reason"):
+        t.add_column(column)
+    for r in d.replicas:
+        t.add_row(r.id[:8], render.status(r.status), r.photon or "-", str(r.restarts), r.endpoint or "-",
+                  escape(r.reason or "-"))
+    render.out.print(t)
+
+
+def _progress(d: Deployment) -> None:
+    """One line on stderr while ``nubis deploy`` waits."""
+    line = f"  {render.status(d.status)} · {d.ready_replicas}/{d.target_replicas} ready"
+    if d.reason:
+        line += f" · {escape(d.reason)}"
+    render.err.print(line, highlight=False, soft_wrap=True)

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -119,36 +118,3 @@ def status(value: Any) -> str:
     colour = STATUS_COLOURS.get(text)
     return f"[{colour}]{text}[/]" if colour else text
 
-
-def deployments_table(deployments: list[Any]) -> None:
-    t = Table(title="deployments", title_justify="left")
-    for column in ("name", "photon", "status", "ready", "access"):
-        t.add_column(column)
-    t.add_column("endpoint", overflow="fold")
-    for d in deployments:
-        t.add_row(d.name, d.photon, status(d.status), f"{d.ready_replicas}/{d.target_replicas}",
-                  d.access, d.endpoint or "-")
-    out.print(t)
-
-
-def deployment_detail(d: Any) -> None:
-    out.print(f"[bold]{d.name}[/]  {d.photon} · {status(d.status)} · {d.ready_replicas}/{d.target_replicas} "
-              f"ready ({d.min_replicas}..{d.max_replicas}) · {d.access}", highlight=False)
-    if d.reason:
-        out.print(f"reason: {d.reason}", highlight=False, markup=False)
-    out.print(f"endpoint: {d.endpoint or '-'}", highlight=False, markup=False)
-    t = Table(title="replicas", title_justify="left")
-    for column in ("id", "status", "photon", "restarts", "endpoint", "reason"):
-        t.add_column(column)
-    for r in d.replicas:
-        t.add_row(r.id[:8], status(r.status), r.photon or "-", str(r.restarts), r.endpoint or "-",
-                  r.reason or "-")
-    out.print(t)
-
-
-def deployment_progress(d: Any) -> None:
-    """One line on stderr while ``nubis deploy`` waits."""
-    line = f"  {status(d.status)} · {d.ready_replicas}/{d.target_replicas} ready"
-    if d.reason:
-        line += f" · {escape(d.reason)}"
-    err.print(line, highlight=False)
