@@ -126,6 +126,21 @@ def test_logs_and_events(platform: PlatformProcess) -> None:
     assert "→ ready" in events
 
 
+def test_logs_follow_prints_new_lines_once(platform: PlatformProcess) -> None:
+    clean = {k: v for k, v in platform.env.items() if k != "NUBIS_TOKEN"}
+    follow = subprocess.Popen([sys.executable, "-m", "nubis.cli.main", "deployment", "logs", "echo", "-f"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean, cwd=ROOT)
+    try:
+        assert follow.stdout is not None
+        first = until(lambda: "photon echo is ready" in (line := follow.stdout.readline()) and line,
+                      30, "the first lines while following")
+        time.sleep(2.5)  # two more polls, which must print nothing again
+    finally:
+        follow.terminate()
+        rest, _ = follow.communicate(timeout=10)
+    assert "photon echo is ready" not in rest, first
+
+
 def test_scale_up(platform: PlatformProcess) -> None:
     assert "echo: 2..2 replicas" in ok(nubis_cli("deployment", "scale", "echo", "--min", "2",
                                                   env=platform.env))
@@ -209,6 +224,15 @@ def test_bad_update_rolls_back(platform: PlatformProcess, client: nubis.Client, 
     assert {r.photon for r in ready.replicas} == {"echo:2"}
 
 
+def test_deploy_of_a_crashing_photon_fails_with_the_reason(platform: PlatformProcess) -> None:
+    failed = nubis_cli("deploy", "echo:3", "--name", "broken", "--timeout", "60", env=platform.env)
+    assert failed.returncode == 1
+    progress, error = failed.stderr.rstrip("\n").rsplit("\n", 1)
+    assert "pending · 0/1 ready" in progress
+    assert error.startswith("error (deployment_not_ready): deployment 'broken' is failed: exited with code 1")
+    assert "deleted broken" in ok(nubis_cli("deployment", "delete", "broken", "--yes", env=platform.env))
+
+
 def test_bad_specs_are_refused(platform: PlatformProcess, client: nubis.Client) -> None:
     env = platform.env
     one_line_error(nubis_cli("deploy", "nope:1", "--name", "nope", env=env),
@@ -228,7 +252,7 @@ def test_bad_specs_are_refused(platform: PlatformProcess, client: nubis.Client) 
         with pytest.raises(NubisError) as caught:
             call()
         assert caught.value.http_status == status
-    assert [d.name for d in client.deployments.list()] == ["echo"]
+    assert [d.name for d in client.deployments.list()] == ["echo"]  # "broken" is gone too
 
 
 def test_delete_stops_replicas(platform: PlatformProcess, client: nubis.Client) -> None:
