@@ -22,7 +22,14 @@ from nubis.errors import HandlerTimeoutError, NotFoundError, NubisError, Payload
 from nubis.errors import UnauthorizedError as _Unauthorized
 from nubis.gateway.headers import header, request_headers, response_headers
 from nubis.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from nubis.gateway.routing import FAILED_BACKOFF_S, Deployment, Replica, Router, split_path
+from nubis.gateway.routing import (
+    FAILED_BACKOFF_S,
+    REPLACEMENT_WAIT_S,
+    Deployment,
+    Replica,
+    Router,
+    split_path,
+)
 
 log = logging.getLogger("nubis.gateway")
 
@@ -128,12 +135,10 @@ class GatewayApp:
             await self._own_paths(scope, send)
             return
         started = time.perf_counter()
-        dep.in_flight += 1
         status = 500
         try:
             status = await self._serve(dep, parsed[2], scope, receive, send)
         finally:
-            dep.in_flight -= 1
             dep.finished += 1
             dep.metrics.observe(status, time.perf_counter() - started)
 
@@ -199,9 +204,13 @@ class GatewayApp:
         tried: list[Replica] = []
         timeout = dep.client_timeout
         path = target.decode("latin-1")
+        waited = False
         while True:
             replica = dep.pick(tried, now=time.monotonic())
             if replica is None or len(tried) >= self.settings.max_tries:
+                if tried and not waited and await dep.wait_update(min(dep.route.hold_s, REPLACEMENT_WAIT_S)):
+                    waited, tried = True, []  # every replica refused: try the next table's
+                    continue
                 return await _send_error(send, NoReplicaError(
                     f"{dep.label}: no replica accepted a connection ({len(tried)} tried)",
                     details={"deployment": dep.label, "tried": [r.replica_id for r in tried]}))
@@ -209,6 +218,7 @@ class GatewayApp:
                 dep.metrics.retries.inc()
             tried.append(replica)
             replica.outstanding += 1
+            dep.in_flight += 1
             try:
                 data = body.iterate() if isinstance(body, _StreamedBody) else body
                 async with self.session.request(
@@ -218,6 +228,15 @@ class GatewayApp:
                     return await _relay(resp, send, watch)
             except aiohttp.ClientConnectorError:
                 replica.failed_until = time.monotonic() + FAILED_BACKOFF_S
+                continue
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # The replica closed the connection before answering (a draining replica closes
+                # its idle keep-alive connections): a buffered body can go to another replica.
+                replica.failed_until = time.monotonic() + FAILED_BACKOFF_S
+                if isinstance(body, _StreamedBody):
+                    return await _send_error(send, UpstreamError(
+                        f"{dep.label}: replica {replica.replica_id} closed the connection",
+                        details={"deployment": dep.label, "replica": replica.replica_id}))
                 continue
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 return await _send_error(send, HandlerTimeoutError(
@@ -233,6 +252,7 @@ class GatewayApp:
                     details={"deployment": dep.label, "replica": replica.replica_id}))
             finally:
                 replica.outstanding -= 1
+                dep.in_flight -= 1
 
 
 class _ResponseStarted(Exception):

@@ -20,6 +20,7 @@ from nubis.models.routes import DeploymentRoute, ReplicaRoute, RoutingTable
 
 CONNECT_TIMEOUT_S = 10.0
 FAILED_BACKOFF_S = 2.0  # after a refused connection, other replicas go first for this long
+REPLACEMENT_WAIT_S = 5.0  # longest wait for a table with new replicas once all refused
 
 
 @dataclass(eq=False)
@@ -40,9 +41,9 @@ class Deployment:
     replicas: list[Replica] = field(default_factory=list)
     ready: list[Replica] = field(default_factory=list)
     token_hashes: frozenset[str] = frozenset()
-    queued: int = 0
-    in_flight: int = 0
-    finished: int = 0
+    queued: int = 0  # held for lack of a ready replica
+    in_flight: int = 0  # sent to a replica, answer not finished
+    finished: int = 0  # since the last load report
     client_timeout: aiohttp.ClientTimeout = field(default_factory=aiohttp.ClientTimeout)
     _turn: int = 0
     _changed: asyncio.Event | None = None
@@ -95,6 +96,22 @@ class Deployment:
             if best_rank is None or rank < best_rank:
                 best, best_rank = replica, rank
         return best
+
+    async def wait_update(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the next table that gives this deployment ready replicas
+        (after every known replica refused: a replacement is usually one table away)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        changed = self._changed
+        self.queued += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.queued -= 1
+        return bool(self.ready)
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for a table that gives this deployment a ready replica."""
@@ -159,7 +176,13 @@ class Router:
 
     def live(self) -> list[Deployment]:
         """Listed deployments, and unlisted ones that still have requests (for load reports)."""
-        self._gone = [d for d in self._gone if d.in_flight or d.queued]
+        still = []
+        for dep in self._gone:
+            if dep.in_flight or dep.queued:
+                still.append(dep)
+            elif dep.route.key not in self.deployments:  # not listed again meanwhile
+                self.metrics.forget(*dep.route.key)
+        self._gone = still
         return [*self.deployments.values(), *self._gone]
 
 
