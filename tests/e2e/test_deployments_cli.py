@@ -217,6 +217,7 @@ def test_bad_update_rolls_back(platform: PlatformProcess, client: nubis.Client, 
     [rollback] = until(rolled_back, 90, "a rollback event")
     assert "rolled back from echo:3" in rollback.message
     assert "exited with code 1" in rollback.message
+    assert "RuntimeError: init exploded on purpose" in rollback.message
     assert get_json(platform)["photon"] == "echo:2"
     with client.deployments.endpoint("echo") as echo:
         assert echo.echo(text="still") == {"text": "still!"}
@@ -230,6 +231,7 @@ def test_deploy_of_a_crashing_photon_fails_with_the_reason(platform: PlatformPro
     progress, error = failed.stderr.rstrip("\n").rsplit("\n", 1)
     assert "pending · 0/1 ready" in progress
     assert error.startswith("error (deployment_not_ready): deployment 'broken' is failed: exited with code 1")
+    assert "RuntimeError: init exploded on purpose" in error
     assert "deleted broken" in ok(nubis_cli("deployment", "delete", "broken", "--yes", env=platform.env))
 
 

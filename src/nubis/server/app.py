@@ -72,7 +72,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
             yield
         finally:
             if gateway is not None:
-                await asyncio.to_thread(stop_gateway, gateway)
+                await asyncio.to_thread(stop_gateway, gateway, ctx.settings)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

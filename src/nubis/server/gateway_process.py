@@ -1,29 +1,88 @@
-"""``nubis up`` runs the gateway as its own process, fed by the control plane's routing table."""
+"""``nubis up`` runs the gateway as its own process, fed by the control plane's routing table.
+
+The gateway outlives a crashed control plane (it keeps serving from its last routing table); the
+next ``nubis up`` on the same home adopts it through ``gateway.pid`` instead of starting a second
+one. A clean stop of ``nubis up`` stops it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 
 from nubis.server.settings import ServerSettings
 
 
-def start_gateway(settings: ServerSettings, token: str) -> subprocess.Popen[bytes]:
+@dataclass
+class GatewayProcess:
+    pid: int
+    adopted: bool
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def _pid_file(settings: ServerSettings) -> Path:
+    return settings.home / "gateway.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        if b"nubis.gateway" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+    return True
+
+
+def _serving(settings: ServerSettings) -> bool:
+    try:
+        r = httpx.get(f"{settings.gateway_url}/healthz", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and "routes_version" in r.text
+
+
+def start_gateway(settings: ServerSettings, token: str) -> GatewayProcess:
+    pid_file = _pid_file(settings)
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pid_file.read_text().strip())
+        if _alive(pid) and _serving(settings):
+            return GatewayProcess(pid=pid, adopted=True)
     api = f"http://127.0.0.1:{settings.port}/api/v1/gateway"
     argv = [
-        sys.executable, "-m", "nubis.gateway", "--host", settings.host, "--port", str(settings.gateway_port),
-        "--routes-url", f"{api}/routes", "--report-url", f"{api}/load",
+        sys.executable, "-m", "nubis.gateway", "--host", settings.host,
+        "--port", str(settings.gateway_port), "--routes-url", f"{api}/routes", "--report-url", f"{api}/load",
     ]
     env = {**os.environ, "NUBIS_GATEWAY_TOKEN": token}  # not on the command line: `ps` shows argv
-    return subprocess.Popen(argv, env=env)
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)  # survives a control-plane crash
+    pid_file.write_text(f"{proc.pid}\n")
+    return GatewayProcess(pid=proc.pid, adopted=False, proc=proc)
 
 
-def stop_gateway(proc: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def stop_gateway(gateway: GatewayProcess, settings: ServerSettings, *, grace_s: float = 15.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(gateway.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if gateway.proc is not None and gateway.proc.poll() is not None:
+            break
+        if gateway.proc is None and not _alive(gateway.pid):
+            break
+        time.sleep(0.05)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(gateway.pid, signal.SIGKILL)
+        if gateway.proc is not None:
+            gateway.proc.wait()
+    _pid_file(settings).unlink(missing_ok=True)

@@ -36,6 +36,7 @@ HAS_PROCESS = (R.starting, R.ready, R.draining)
 CURRENT = (R.pending, R.starting, R.ready, R.failed, R.crash_loop)
 ROLLBACK_CRASHES = 3
 STOP_GRACE_S = 30.0
+DRAIN_S = 1.5  # > the gateway's routing-table poll interval (1 s)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class DeploymentReconciler:
     def _observe(self, session: AsyncSession, replica: ReplicaRow, probe: ReplicaProbe, now: float) -> None:
         status = R(replica.status)
         if not probe.alive:
-            tail = " | ".join(probe.last_error_lines[-5:])
+            tail = " | ".join(_error_lines(probe.last_error_lines)[-5:])
             reason = f"exited with code {probe.exit_code}" + (f": {tail}" if tail else "")
             replica.crashes += 1
             replica.crash_times = [*(replica.crash_times or [])[-9:], now]
@@ -346,10 +347,12 @@ class DeploymentReconciler:
             return
         switch_replica_status(session, replica, R.draining if status is R.ready else R.stopping, reason)
         handle = ReplicaHandle.from_dict(replica.handle)
-        self._stopping[replica.id] = asyncio.create_task(self._stop_task(replica.id, handle))
+        drain_s = DRAIN_S if status is R.ready else 0.0
+        self._stopping[replica.id] = asyncio.create_task(self._stop_task(replica.id, handle, drain_s))
 
-    async def _stop_task(self, replica_id: str, handle: ReplicaHandle) -> None:
+    async def _stop_task(self, replica_id: str, handle: ReplicaHandle, drain_s: float) -> None:
         try:
+            await asyncio.sleep(drain_s)  # the gateway's next routing table leaves it out first
             await self.ctx.backend.stop_replica(handle, grace_s=STOP_GRACE_S)
             async with self.ctx.db.sessions() as session:
                 replica = await session.get(ReplicaRow, replica_id)
@@ -372,6 +375,7 @@ class DeploymentReconciler:
         if dep.previous_version is None:
             return
         dep.photon_version, dep.previous_version = dep.previous_version, None
+        dep.spec = {**dep.spec, "photon": f"{dep.photon_name}:{dep.photon_version}"}
         dep.generation += 1
         dep.reason = f"rolled back from {bad}: {reason}"
         event(session, dep.id, "rollback", dep.reason)
@@ -394,3 +398,8 @@ class DeploymentReconciler:
             self._stop(session, replica, "the deployment is being deleted")
         if not replicas:
             await session.delete(dep)
+
+
+def _error_lines(lines: list[str]) -> list[str]:
+    """A replica's last output without the server's routine INFO lines: what went wrong."""
+    return [line for line in lines if line.strip() and not line.startswith(("INFO", "DEBUG"))] or lines
