@@ -139,6 +139,22 @@ def test_calls_through_the_gateway_match_direct_calls(
     assert httpx.post(f"{gateway.url}/ws/echo/echo", json={"text": big}).json() == {"text": big}
 
 
+def test_metrics_count_requests_by_deployment_and_status(
+    gateway: Gateway, replica_a: PhotonProcess, metric: Any
+) -> None:
+    gateway.set_routes(deployment("metered", replica_a))
+    for body in ({"text": "x"}, {"text": "y"}, {"nope": 1}):
+        httpx.post(f"{gateway.url}/ws/metered/echo", json=body)
+    httpx.get(f"{gateway.url}/ws/missing/echo")
+    text = gateway.metrics()
+    labels = 'workspace="ws",deployment="metered"'
+    assert metric(text, f'nubis_gateway_requests_total{{{labels},status="200"}}') == 2
+    assert metric(text, f'nubis_gateway_requests_total{{{labels},status="422"}}') == 1
+    assert metric(text, f"nubis_gateway_request_seconds_count{{{labels}}}") == 3
+    assert metric(text, f"nubis_gateway_in_flight{{{labels}}}") == 0
+    assert (metric(text, 'nubis_gateway_unrouted_requests_total{status="404"}') or 0) >= 1
+
+
 def test_unknown_deployment_is_404_with_the_error_body(gateway: Gateway,
                                                        replica_a: PhotonProcess) -> None:
     gateway.set_routes(deployment("echo", replica_a))

@@ -124,3 +124,18 @@ def test_table_rejects_duplicates_and_ignores_unknown_fields() -> None:
     assert parsed.deployments[0].access == "private"
     with pytest.raises(ValueError):
         ReplicaRoute(replica_id="r", endpoint="http://host:1/path")
+
+
+def test_removed_deployment_leaves_the_gauges_once_idle() -> None:
+    router = router_with(route(replica("a")))
+    dep = router.get("ws", "echo")
+    assert dep is not None
+    dep.in_flight = 1
+    router.apply(table(2))
+    assert router.live() == [dep]  # still reported while its request runs
+    assert dep.ready == []
+    dep.in_flight = 0
+    assert router.live() == []
+    gauges = {s.name for m in router.metrics.registry.collect() for s in m.samples
+              if s.name in ("nubis_gateway_in_flight", "nubis_gateway_queued")}
+    assert gauges == set()
