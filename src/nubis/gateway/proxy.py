@@ -59,6 +59,7 @@ class UpstreamError(NubisError):
 @dataclass(frozen=True)
 class GatewaySettings:
     max_tries: int = 3
+    unknown_wait_s: float = 1.5  # an unlisted deployment waits for one more table (> 1 poll) before 404
     connections_per_host: int = 256
     gateway_id: str = "gateway"
 
@@ -130,7 +131,11 @@ class GatewayApp:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         parsed = split_path(scope.get("raw_path") or scope["path"].encode())
-        dep = self.router.get(parsed[0], parsed[1]) if parsed else None
+        dep = None
+        if parsed is not None:
+            dep = self.router.get(parsed[0], parsed[1])
+            if dep is None:
+                dep = await self.router.get_or_wait(parsed[0], parsed[1], self.settings.unknown_wait_s)
         if dep is None or parsed is None:
             await self._own_paths(scope, send)
             return

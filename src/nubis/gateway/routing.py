@@ -149,6 +149,7 @@ class Router:
         self.version: int | None = None
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self._gone: list[Deployment] = []
+        self._applied: asyncio.Event | None = None
 
     def get(self, workspace: str, name: str) -> Deployment | None:
         return self.deployments.get((workspace, name))
@@ -173,6 +174,24 @@ class Router:
                     self.metrics.forget(*key)
         self.deployments = fresh
         self.version = table.version
+        if self._applied is not None:
+            self._applied.set()
+            self._applied = None
+
+    async def get_or_wait(self, workspace: str, name: str, timeout: float) -> Deployment | None:
+        """The deployment, or — if the table does not list it yet — wait for the next table once
+        (a deployment created a moment ago is one poll away)."""
+        dep = self.deployments.get((workspace, name))
+        if dep is not None or timeout <= 0:
+            return dep
+        if self._applied is None:
+            self._applied = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._applied.wait()
+        except TimeoutError:
+            return None
+        return self.deployments.get((workspace, name))
 
     def live(self) -> list[Deployment]:
         """Listed deployments, and unlisted ones that still have requests (for load reports)."""

@@ -67,7 +67,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         task = asyncio.create_task(reconciler.run(), name="deployments")
         gateway = None
         if ctx.settings.start_gateway:
-            gateway = start_gateway(ctx.settings, ctx.settings.admin_token_file.read_text().strip())
+            token = ctx.settings.admin_token_file.read_text().strip()
+            gateway = await asyncio.to_thread(start_gateway, ctx.settings, token)
         try:
             yield
         finally:

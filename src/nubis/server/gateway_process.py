@@ -21,6 +21,9 @@ import httpx
 from nubis.server.settings import ServerSettings
 
 
+START_TIMEOUT_S = 20.0
+
+
 @dataclass
 class GatewayProcess:
     pid: int
@@ -67,6 +70,11 @@ def start_gateway(settings: ServerSettings, token: str) -> GatewayProcess:
     env = {**os.environ, "NUBIS_GATEWAY_TOKEN": token}  # not on the command line: `ps` shows argv
     proc = subprocess.Popen(argv, env=env, start_new_session=True)  # survives a control-plane crash
     pid_file.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _serving(settings):  # `nubis up` is healthy only once its gateway answers
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway did not start on {settings.gateway_url} (is the port taken?)")
+        time.sleep(0.05)
     return GatewayProcess(pid=proc.pid, adopted=False, proc=proc)
 
 
