@@ -22,6 +22,7 @@ from nubis.server.settings import ServerSettings
 
 
 START_TIMEOUT_S = 20.0
+POLL_INTERVAL_S = 0.25  # a new ready replica reaches the gateway within this
 
 
 @dataclass
@@ -66,6 +67,7 @@ def start_gateway(settings: ServerSettings, token: str) -> GatewayProcess:
     argv = [
         sys.executable, "-m", "nubis.gateway", "--host", settings.host,
         "--port", str(settings.gateway_port), "--routes-url", f"{api}/routes", "--report-url", f"{api}/load",
+        "--poll-interval", str(POLL_INTERVAL_S),
     ]
     env = {**os.environ, "NUBIS_GATEWAY_TOKEN": token}  # not on the command line: `ps` shows argv
     proc = subprocess.Popen(argv, env=env, start_new_session=True)  # survives a control-plane crash

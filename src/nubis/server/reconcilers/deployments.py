@@ -36,7 +36,7 @@ HAS_PROCESS = (R.starting, R.ready, R.draining)
 CURRENT = (R.pending, R.starting, R.ready, R.failed, R.crash_loop)
 ROLLBACK_CRASHES = 3
 STOP_GRACE_S = 30.0
-DRAIN_S = 1.5  # > the gateway's routing-table poll interval (1 s)
+DRAIN_S = 1.0  # well past the gateway's routing-table poll interval (0.25 s under `nubis up`)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Snapshot:
 
 
 class DeploymentReconciler:
-    def __init__(self, ctx: ServerContext, *, interval_s: float = 0.5) -> None:
+    def __init__(self, ctx: ServerContext, *, interval_s: float = 0.25) -> None:
         self.ctx = ctx
         self.interval_s = interval_s
         self._stopping: dict[str, asyncio.Task[None]] = {}
