@@ -20,7 +20,6 @@ import httpx
 
 from nubis.server.settings import ServerSettings
 
-
 START_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.25  # a new ready replica reaches the gateway within this
 
