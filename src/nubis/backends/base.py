@@ -7,7 +7,8 @@ when ``adopt`` decides whether the replica is still there.
 
 Backends register by subclassing (a class with a ``name``); optional features are small ABCs
 mixed in and checked with ``isinstance(backend, LogsCapability)``, never with ``hasattr``.
-Only ``local.py`` may know about PIDs and local paths; everything else treats ``ref`` as opaque.
+Only the local backend (``local*.py``) may know about PIDs and local paths; everything else
+treats ``ref`` as opaque.
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ class ReplicaSpec:
     env: dict[str, str] = field(default_factory=dict, repr=False)
     """Already includes decrypted secrets: never log the values (hence ``repr=False``)."""
     resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker of a job attempt: a command, its env (with the rendezvous and secrets), resources.
+
+    ``code`` is a local zip of the working directory, already fetched from storage, unpacked as the
+    worker's cwd (shared by the workers of one job); None runs in an empty folder of the job.
+    """
+
+    worker_id: str
+    job_id: str
+    workspace: str
+    rank: int
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    resources: Resources = field(default_factory=Resources)
+    code: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +151,28 @@ class LogsCapability(ABC):
     def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0) -> AsyncIterator[str]:
         """The last ``tail`` lines, then new lines as they are written; ends once the replica
         has exited and its output is drained."""
+
+
+class JobsCapability(ABC):
+    """The backend can run job workers. Their handles are ``ReplicaHandle``s with no endpoint:
+    ``probe``, ``stop_replica``, ``adopt`` and the logs work on them as on replicas, and ``probe``
+    reports a worker's exit code even when it ended while the control plane was down."""
+
+    @abstractmethod
+    def rendezvous(self, job_id: str, workers: int) -> dict[str, str]:
+        """Where the gang's workers meet: ``MASTER_ADDR`` and ``MASTER_PORT`` (torch.distributed)."""
+
+    @abstractmethod
+    async def start_worker(self, spec: WorkerSpec) -> ReplicaHandle:
+        """Launch and return at once; ``NoCapacityError`` when it does not fit now."""
+
+    @abstractmethod
+    def checkpoint_dir(self, job_id: str) -> str:
+        """Where the job's workers keep checkpoints across retries (``NUBIS_CHECKPOINT_DIR``)."""
+
+    @abstractmethod
+    def forget_job(self, job_id: str) -> None:
+        """The job is over: drop its working folders and checkpoints."""
 
 
 class GpuCapability(ABC):

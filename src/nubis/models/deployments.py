@@ -52,7 +52,7 @@ class DeploymentStatus(enum.StrEnum):
     unknown = "unknown"  # lost contact with every replica, or a status this version does not know
 
 
-def _tolerant(enum_type: type[enum.StrEnum]) -> BeforeValidator:
+def tolerant_enum(enum_type: type[enum.StrEnum]) -> BeforeValidator:
     """Read a value this version does not know as ``unknown`` instead of failing the whole model."""
 
     known = {member.value for member in enum_type}
@@ -65,8 +65,8 @@ def _tolerant(enum_type: type[enum.StrEnum]) -> BeforeValidator:
     return BeforeValidator(read)
 
 
-OutputReplicaStatus = Annotated[ReplicaStatus, _tolerant(ReplicaStatus)]
-OutputDeploymentStatus = Annotated[DeploymentStatus, _tolerant(DeploymentStatus)]
+OutputReplicaStatus = Annotated[ReplicaStatus, tolerant_enum(ReplicaStatus)]
+OutputDeploymentStatus = Annotated[DeploymentStatus, tolerant_enum(DeploymentStatus)]
 
 
 def split_photon_ref(ref: str) -> tuple[str, int | None]:

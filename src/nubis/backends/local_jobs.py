@@ -1,0 +1,155 @@
+"""Job workers on the local backend: processes on this machine, like replicas.
+
+Each worker is ``python worker_exit.py EXIT_FILE COMMAND...`` in its own session, so it outlives a
+crashed control plane and its exit code survives in ``state_dir/jobs/<job>/exit/<worker>``.
+The job's folder holds its unpacked code (every worker's cwd) and its checkpoints, kept across
+retries and removed by ``forget_job``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from nubis.backends.base import JobsCapability, ReplicaHandle, WorkerSpec
+from nubis.backends.local_processes import (
+    REPLICA_ID,
+    REPLICA_ID_ENV,
+    SECRET_ENV,
+    Allocation,
+    TrackedProcess,
+    free_port,
+    process_start_time,
+)
+from nubis.errors import ValidationError
+
+log = logging.getLogger("nubis.backends.local")
+
+WORKER_EXIT = Path(__file__).with_name("worker_exit.py")
+PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
+
+
+def worker_argv(command: tuple[str, ...], exit_file: Path) -> list[str]:
+    """The wrapper, then the command with ``python`` meaning the platform's interpreter."""
+    argv = list(command)
+    if argv[0] in PYTHON_NAMES:
+        argv[0] = sys.executable
+    return [sys.executable, str(WORKER_EXIT), str(exit_file), *argv]
+
+
+def read_exit_code(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def unpack_code(archive: Path, dest: Path) -> None:
+    """Unpack a job's code zip once into ``dest`` (atomically: a folder renamed into place)."""
+    if dest.exists():
+        return
+    tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)  # zipfile drops absolute paths and '..' from member names
+    except (zipfile.BadZipFile, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValidationError(f"the job's code archive cannot be unpacked: {exc}") from None
+    try:
+        tmp.rename(dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another worker of the gang was first
+
+
+class LocalJobs(JobsCapability):
+    """Mixed into ``LocalBackend``: uses its ledger, process table and log files."""
+
+    state_dir: Path
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.state_dir / "jobs" / job_id
+
+    def checkpoint_dir(self, job_id: str) -> str:
+        return str(self.job_dir(job_id) / "checkpoints")
+
+    def rendezvous(self, job_id: str, workers: int) -> dict[str, str]:
+        return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+
+    def forget_job(self, job_id: str) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    async def start_worker(self, spec: WorkerSpec) -> ReplicaHandle:
+        if not REPLICA_ID.match(spec.worker_id):
+            raise ValueError(f"worker id {spec.worker_id!r} must match {REPLICA_ID.pattern}")
+        if not self._forget_exited(spec.worker_id):  # type: ignore[attr-defined]
+            raise ValueError(f"worker {spec.worker_id} is already running here")
+        allocation: Allocation = self.ledger.allocate(spec.worker_id, spec.resources)  # type: ignore[attr-defined]
+        try:
+            return await self._launch_worker(spec, allocation)
+        except BaseException:
+            self.ledger.release(spec.worker_id)  # type: ignore[attr-defined]
+            raise
+
+    async def _launch_worker(self, spec: WorkerSpec, allocation: Allocation) -> ReplicaHandle:
+        job_dir = self.job_dir(spec.job_id)
+        cwd = job_dir / "code"
+        if spec.code is not None:
+            await asyncio.to_thread(unpack_code, Path(spec.code), cwd)
+        cwd.mkdir(parents=True, exist_ok=True)
+        Path(self.checkpoint_dir(spec.job_id)).mkdir(parents=True, exist_ok=True)
+        exit_file = job_dir / "exit" / spec.worker_id
+        exit_file.parent.mkdir(parents=True, exist_ok=True)
+        exit_file.unlink(missing_ok=True)
+        log_path = self.log_path(spec.worker_id)  # type: ignore[attr-defined]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        gpus = tuple(allocation.gpus)  # type: ignore[attr-defined]
+        env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+        env.update(spec.env)
+        env.update({
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+            REPLICA_ID_ENV: spec.worker_id,
+            "NUBIS_CHECKPOINT_DIR": self.checkpoint_dir(spec.job_id),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        })
+        with log_path.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *worker_argv(spec.command, exit_file),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=env, cwd=cwd, start_new_session=True,
+            )
+        handle = ReplicaHandle(
+            replica_id=spec.worker_id,
+            backend=self.name,  # type: ignore[attr-defined]
+            endpoint=None,
+            ref={
+                "pid": str(process.pid),
+                "start_time": process_start_time(process.pid) or "",
+                "log": str(log_path),
+                "exit_file": str(exit_file),
+                "millicpu": str(allocation.millicpu),
+                "memory": str(allocation.memory),  # type: ignore[attr-defined]
+                "gpus": ",".join(map(str, gpus)),
+            },
+        )
+        worker = TrackedProcess(handle, process.pid, process)
+        worker.waiter = asyncio.create_task(self._reap(worker))  # type: ignore[attr-defined]
+        self._replicas[spec.worker_id] = worker  # type: ignore[attr-defined]
+        log.info("started worker %s (rank %d) of job %s: pid %d", spec.worker_id, spec.rank,
+                 spec.job_id, process.pid)
+        return handle
+
+
+def remove_exit_file(handle: ReplicaHandle) -> None:
+    with contextlib.suppress(OSError):
+        Path(handle.ref["exit_file"]).unlink()

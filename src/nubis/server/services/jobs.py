@@ -1,0 +1,239 @@
+"""Jobs: requests record intent (the spec, a queue position); the reconciler in
+``server/reconcilers/jobs.py`` admits, starts, watches, retries and stops them."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.backends.base import LogsCapability, ReplicaHandle
+from nubis.errors import ConflictError, NotFoundError, ValidationError
+from nubis.models.jobs import (
+    TERMINAL_JOB_STATUSES,
+    Job,
+    JobEvent,
+    JobSpec,
+    JobStatus,
+    MetricsReport,
+    Worker,
+    WorkerStatus,
+)
+from nubis.models.resources import Resources
+from nubis.server.context import ServerContext
+from nubis.server.deps import Caller
+from nubis.server.orm import JobEventRow, JobRow, JobWorkerRow, SecretRow, TokenRow, new_id, utcnow
+from nubis.server.scheduler.jobs import check_job_transition
+from nubis.server.services import audit
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+ACTIVE = tuple(s.value for s in JobStatus if s not in TERMINAL_JOB_STATUSES)
+MAX_HISTORY = 10_000
+
+
+def event(session: AsyncSession, job_id: str, kind: str, message: str) -> None:
+    session.add(JobEventRow(job_id=job_id, kind=kind, message=message[:2048]))
+
+
+def switch_job_status(session: AsyncSession, job: JobRow, new: JobStatus, reason: str | None = None) -> None:
+    """The one writer of ``JobRow.status``: checks the move, keeps the reason, records an event."""
+    old = JobStatus(job.status)
+    if old == new and job.reason == reason:
+        return
+    check_job_transition(old, new)
+    job.status = new.value
+    job.reason = reason[:2048] if reason else None
+    job.updated_at = utcnow()
+    if new == JobStatus.running and job.started_at is None:
+        job.started_at = utcnow()
+    if new in TERMINAL_JOB_STATUSES:
+        job.finished_at = utcnow()
+    event(session, job.id, "status", f"{old.value} → {new.value}" + (f": {reason}" if reason else ""))
+
+
+def to_model(row: JobRow, workers: list[JobWorkerRow]) -> Job:
+    spec = JobSpec.model_validate(row.spec)
+    return Job(
+        id=row.id, name=row.name, status=row.status, reason=row.reason, kind=row.kind,
+        command=spec.command, workers=spec.workers, resources=spec.resources, priority=row.priority,
+        attempt=row.attempt, max_retries=spec.max_retries,
+        worker_status=[
+            Worker(rank=w.rank, status=w.status, exit_code=w.exit_code, reason=w.reason)
+            for w in sorted(workers, key=lambda w: w.rank) if w.attempt == row.attempt
+        ],
+        metrics=row.metrics or {}, history=row.history or [], model=row.model_ref,
+        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+    )
+
+
+async def workers_of(session: AsyncSession, job: JobRow) -> list[JobWorkerRow]:
+    return list((await session.scalars(
+        select(JobWorkerRow).where(JobWorkerRow.job_id == job.id, JobWorkerRow.attempt == job.attempt)
+    )).all())
+
+
+async def get_row_or_raise(session: AsyncSession, caller: Caller, ref: str) -> JobRow:
+    """A job of the caller's workspace by id, or the latest one with that name."""
+    query = select(JobRow).where(JobRow.workspace_id == caller.workspace_id)
+    if JOB_ID.match(ref):
+        row = await session.scalar(query.where(JobRow.id == ref))
+    else:
+        latest = query.where(JobRow.name == ref).order_by(JobRow.created_at.desc()).limit(1)
+        row = await session.scalar(latest)
+    if row is None:
+        raise NotFoundError(f"job {ref!r} not found in workspace {caller.workspace!r}")
+    return row
+
+
+def check_gang_fits(ctx: ServerContext, resources: Resources, workers: int) -> None:
+    """Refuse a gang that could never run here, whatever else finishes."""
+    total = ctx.backend.capacity()
+    too_big = []
+    if resources.cpu * workers > total.cpu + 1e-9:
+        too_big.append(f"{workers} × {resources.cpu:g} CPU (the machine has {total.cpu:g})")
+    if resources.memory * workers > total.memory:
+        too_big.append(f"{workers} × {resources.memory} bytes of memory (the machine has {total.memory})")
+    if resources.gpu * workers > len(total.gpus):
+        too_big.append(f"{workers} × {resources.gpu} GPU (the machine has {len(total.gpus)})")
+    if too_big:
+        raise ValidationError(
+            "the job's workers together need more than this platform has: " + "; ".join(too_big)
+            + "; ask for fewer workers or smaller resources",
+            details={"workers": workers, "resources": resources.model_dump()},
+        )
+
+
+async def _check_secrets(session: AsyncSession, caller: Caller, names: list[str]) -> None:
+    if not names:
+        return
+    found = set((await session.scalars(
+        select(SecretRow.name).where(SecretRow.workspace_id == caller.workspace_id, SecretRow.name.in_(names))
+    )).all())
+    missing = sorted(set(names) - found)
+    if missing:
+        raise ValidationError(f"secrets {missing} do not exist in workspace {caller.workspace!r}: "
+                              "set them with `nubis secret set NAME`")
+
+
+def _check_code(ctx: ServerContext, caller: Caller, code: str | None) -> None:
+    if code is None:
+        return
+    try:
+        ctx.store.files(caller.workspace).info(code)
+    except NotFoundError:
+        raise ValidationError(f"the job's code archive {code!r} is not in storage: upload it first") from None
+
+
+async def create(
+    session: AsyncSession, ctx: ServerContext, caller: Caller, spec: JobSpec, *,
+    kind: str = "command", purpose: dict[str, Any] | None = None,
+) -> Job:
+    """Queue a job; the reconciler admits it when its gang fits."""
+    check_gang_fits(ctx, spec.resources, spec.workers)
+    await _check_secrets(session, caller, spec.secrets)
+    _check_code(ctx, caller, spec.code)
+    row = JobRow(
+        workspace_id=caller.workspace_id, kind=kind, spec=spec.model_dump(mode="json"), purpose=purpose,
+        status=JobStatus.queued.value, reason="waiting for admission", priority=spec.priority,
+        seq=time.time_ns(), attempt=0, failures=0, cancel_requested=False, metrics={}, history=[],
+        created_by=caller.token_id,
+    )
+    row.id = new_id()  # the column default only fills in at flush
+    row.name = spec.name or f"{kind}-{row.id[:8]}"
+    if spec.name:
+        active = await session.scalar(select(JobRow.id).where(
+            JobRow.workspace_id == caller.workspace_id, JobRow.name == spec.name, JobRow.status.in_(ACTIVE)))
+        if active is not None:
+            raise ConflictError(f"job {spec.name!r} is still active: cancel it (`nubis job cancel "
+                                f"{spec.name}`) or choose another name")
+    session.add(row)
+    event(session, row.id, "created",
+          f"{spec.workers} worker(s) × {spec.resources.cpu:g} CPU: {' '.join(spec.command)[:400]}")
+    audit.record(session, caller, "job.create", row.name, {"id": row.id, "kind": kind})
+    await session.commit()
+    return to_model(row, [])
+
+
+async def list_jobs(session: AsyncSession, caller: Caller, *, status: str | None = None,
+                    limit: int = 100) -> list[Job]:
+    query = select(JobRow).where(JobRow.workspace_id == caller.workspace_id)
+    if status:
+        query = query.where(JobRow.status == status)
+    rows = (await session.scalars(query.order_by(JobRow.created_at.desc()).limit(limit))).all()
+    workers: dict[str, list[JobWorkerRow]] = {r.id: [] for r in rows}
+    if rows:
+        for w in (await session.scalars(select(JobWorkerRow).where(JobWorkerRow.job_id.in_(workers)))).all():
+            workers[w.job_id].append(w)
+    return [to_model(r, workers[r.id]) for r in rows]
+
+
+async def get(session: AsyncSession, caller: Caller, ref: str) -> Job:
+    row = await get_row_or_raise(session, caller, ref)
+    return to_model(row, await workers_of(session, row))
+
+
+async def cancel(session: AsyncSession, caller: Caller, ref: str) -> Job:
+    row = await get_row_or_raise(session, caller, ref)
+    if JobStatus(row.status) in TERMINAL_JOB_STATUSES:
+        raise ConflictError(f"job {row.name!r} already ended ({row.status}); nothing to cancel")
+    if not row.cancel_requested:
+        row.cancel_requested = True
+        event(session, row.id, "cancel", f"cancel requested by {caller.actor}")
+        audit.record(session, caller, "job.cancel", row.name, {"id": row.id})
+        await session.commit()
+    return to_model(row, await workers_of(session, row))
+
+
+async def events(session: AsyncSession, caller: Caller, ref: str, *, limit: int = 100) -> list[JobEvent]:
+    row = await get_row_or_raise(session, caller, ref)
+    rows = (await session.scalars(
+        select(JobEventRow).where(JobEventRow.job_id == row.id).order_by(JobEventRow.id.desc()).limit(limit)
+    )).all()
+    return [JobEvent(at=e.at, kind=e.kind, message=e.message) for e in reversed(rows)]
+
+
+async def logs(session: AsyncSession, ctx: ServerContext, caller: Caller, ref: str, *,
+               worker: int, tail: int, attempt: int | None = None) -> list[str]:
+    """The last lines of one worker's output (of the current attempt, or the one asked for)."""
+    row = await get_row_or_raise(session, caller, ref)
+    spec = JobSpec.model_validate(row.spec)
+    if worker >= spec.workers:
+        raise ValidationError(f"job {row.name!r} has workers 0..{spec.workers - 1}, not {worker}")
+    wanted = attempt if attempt is not None else row.attempt
+    found = await session.scalar(select(JobWorkerRow).where(
+        JobWorkerRow.job_id == row.id, JobWorkerRow.attempt == wanted, JobWorkerRow.rank == worker))
+    if found is None or found.handle is None or not isinstance(ctx.backend, LogsCapability):
+        return []
+    return ctx.backend.read_logs(ReplicaHandle.from_dict(found.handle), tail=tail)
+
+
+async def report_metrics(session: AsyncSession, caller: Caller, ref: str, report: MetricsReport) -> None:
+    """A worker's metrics (the trainer: each epoch): kept as the latest, appended to the history."""
+    row = await get_row_or_raise(session, caller, ref)
+    if JobStatus(row.status) in TERMINAL_JOB_STATUSES:
+        raise ConflictError(f"job {row.name!r} already ended ({row.status}); metrics are closed")
+    record = report.model_dump(mode="json", exclude_none=True)
+    row.metrics = record
+    history = list(row.history or [])
+    if len(history) < MAX_HISTORY:
+        history.append(record)
+    row.history = history
+    await session.commit()
+
+
+def worker_status(exit_code: int | None, *, stopped: bool) -> WorkerStatus:
+    if exit_code == 0:
+        return WorkerStatus.succeeded
+    return WorkerStatus.stopped if stopped else WorkerStatus.failed
+
+
+async def revoke_job_token(session: AsyncSession, job: JobRow) -> None:
+    if job.token_id is None:
+        return
+    token = await session.get(TokenRow, job.token_id)
+    if token is not None and token.revoked_at is None:
+        token.revoked_at = utcnow()
+    job.token_id = None
