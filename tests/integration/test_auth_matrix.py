@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -21,8 +22,9 @@ from sqlalchemy import select
 
 from nubis.models.auth import ROLE_PERMISSIONS, Permission, Role
 from nubis.photon.build import build_bundle
-from nubis.server.orm import TokenRow
+from nubis.server.orm import JobRow, TokenRow, WorkspaceRow, new_id
 from nubis.server.security import hash_token
+from nubis.server.services.models import register_result, staging_path
 
 from platform_fixtures import Platform
 
@@ -96,6 +98,45 @@ async def _token(platform: Platform) -> dict[str, str]:
     return {"token_id": r.json()["id"]}
 
 
+async def _job(platform: Platform) -> dict[str, str]:
+    body = {"command": ["python", "-c", "import time; time.sleep(60)"],
+            "resources": {"cpu": 0.01, "memory": "1Mi"}}
+    r = await platform.http.post("/api/v1/jobs", json=body, headers=platform.admin)
+    assert r.status_code == 201, r.text
+    return {"ref": r.json()["id"]}
+
+
+_MODEL_DIR: list[Path] = []
+
+
+def _trained_model_dir() -> Path:
+    """A real model folder (logistic regression on iris, one epoch), trained once per session."""
+    if not _MODEL_DIR:
+        out = Path(tempfile.mkdtemp(prefix="nubis-matrix-")) / "model"
+        subprocess.run([sys.executable, "-m", "nubis.train", "fit", "--model", "logreg", "--data",
+                        "builtin:iris", "--epochs", "1", "--out", str(out)], check=True, capture_output=True)
+        _MODEL_DIR.append(out)
+    return _MODEL_DIR[0]
+
+
+async def _model(platform: Platform) -> dict[str, str]:
+    """A registered version, through the same path as a finished training job."""
+    folder = _trained_model_dir()
+    async with platform.ctx.db.sessions() as session:
+        workspace = await session.scalar(select(WorkspaceRow).where(WorkspaceRow.name == "default"))
+        job = JobRow(id=new_id(), workspace_id=workspace.id, name=f"t-{next(_counter)}", kind="train",
+                     spec={"command": ["python"]}, purpose={"kind": "train", "model": "iris-logreg"},
+                     status="running", priority=0, seq=0, attempt=1, failures=0, cancel_requested=False,
+                     metrics={}, history=[])
+        session.add(job)
+        await session.flush()
+        platform.ctx.store.files("default").put_folder(folder, staging_path(job.id))
+        ref = await register_result(session, platform.ctx, job)
+        await session.commit()
+    name, version = ref.split(":")
+    return {"name": name, "version": version}
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -157,6 +198,31 @@ CASES = [
          setup=_deployment),
     Case("GET", "/api/v1/deployments/{name}/logs", Permission.read, 200, object=True,
          setup=_deployment),
+    Case("POST", "/api/v1/jobs", Permission.write, 201,
+         json={"command": ["python", "-c", "pass"], "resources": {"cpu": 0.01, "memory": "1Mi"}}),
+    Case("GET", "/api/v1/jobs", Permission.read, 200),
+    Case("GET", "/api/v1/jobs/{ref}", Permission.read, 200, object=True, setup=_job),
+    Case("POST", "/api/v1/jobs/{ref}/cancel", Permission.write, 200, object=True, setup=_job),
+    Case("GET", "/api/v1/jobs/{ref}/events", Permission.read, 200, object=True, setup=_job),
+    Case("GET", "/api/v1/jobs/{ref}/logs", Permission.read, 200, object=True, setup=_job),
+    Case("POST", "/api/v1/jobs/{ref}/metrics", Permission.write, 204, object=True, setup=_job,
+         json={"epoch": 1, "loss": 0.5}),
+    # the data is built in: every workspace may train on it
+    Case("POST", "/api/v1/train", Permission.write, 202,
+         json={"model_name": "logreg", "data_path": "builtin:iris", "num_epochs": 1,
+               "resources": {"cpu": 0.01, "memory": "1Mi"}}),
+    Case("GET", "/api/v1/models", Permission.read, 200),
+    Case("GET", "/api/v1/models/{name}", Permission.read, 200, object=True, setup=_model),
+    Case("GET", "/api/v1/models/{name}/versions/{version}", Permission.read, 200, object=True,
+         setup=_model),
+    Case("DELETE", "/api/v1/models/{name}/versions/{version}", Permission.write, 204, object=True,
+         setup=_model),
+    Case("POST", "/api/v1/models/{name}/versions/{version}/quantize", Permission.write, 202, object=True,
+         setup=_model),
+    Case("POST", "/api/v1/models/{name}/versions/{version}/export", Permission.write, 202, object=True,
+         setup=_model, json={"format": "onnx"}),
+    Case("POST", "/api/v1/models/{name}/versions/{version}/deploy", Permission.write, 201, object=True,
+         setup=_model, json={"name": "m-{n}", "autoscaling": {"min_replicas": 0}}),
     Case("GET", "/api/v1/gateway/routes", None, 200),
     Case("POST", "/api/v1/gateway/load", None, 204,
          json={"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1, "deployments": []}),

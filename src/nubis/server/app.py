@@ -26,7 +26,8 @@ from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.gateway_process import start_gateway, stop_gateway
 from nubis.server.reconcilers.deployments import DeploymentReconciler
-from nubis.server.routers import auth, deployments, photons, secrets, storage, workspaces
+from nubis.server.reconcilers.jobs import JobReconciler
+from nubis.server.routers import auth, deployments, jobs, models, photons, secrets, storage, workspaces
 from nubis.server.security import SecretBox, load_or_create_master_key
 from nubis.server.services import tokens
 from nubis.server.services.gateway import LoadBook
@@ -64,7 +65,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare(ctx)
         reconciler = DeploymentReconciler(ctx)
+        job_reconciler = JobReconciler(ctx)
         task = asyncio.create_task(reconciler.run(), name="deployments")
+        job_task = asyncio.create_task(job_reconciler.run(), name="jobs")
         gateway = None
         if ctx.settings.start_gateway:
             token = ctx.settings.admin_token_file.read_text().strip()
@@ -74,9 +77,11 @@ def create_app(ctx: ServerContext) -> FastAPI:
         finally:
             if gateway is not None:
                 await asyncio.to_thread(stop_gateway, gateway, ctx.settings)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for running in (task, job_task):
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+            await job_reconciler.shutdown()
             await reconciler.shutdown()
             await ctx.db.dispose()
 
@@ -85,7 +90,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
-               deployments.router)
+               deployments.router, jobs.router, models.router)
     for router in routers:
         app.include_router(router)
 

@@ -57,6 +57,9 @@ class WorkspaceRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cpu_quota: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gpu_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

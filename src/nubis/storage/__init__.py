@@ -156,6 +156,59 @@ class Store:
             raise
         return writer.commit()
 
+    def put_folder(self, local: str | os.PathLike[str], prefix: str) -> int:
+        """Upload every file under a local folder to ``prefix/`` (replacing what was there);
+        each file is atomic. Returns the bytes written."""
+        root = os.fspath(local)
+        prefix = normalize_path(prefix)
+        if self.list(prefix + "/"):
+            self.delete(prefix, recursive=True)
+        total = 0
+        for folder, _, names in sorted(os.walk(root)):
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                writer = self.writer(f"{prefix}/{rel}")
+                try:
+                    with open(path, "rb") as fh:
+                        while chunk := fh.read(CHUNK):
+                            total += writer.write(chunk)
+                    writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+        return total
+
+    def get_folder(self, prefix: str, local: str | os.PathLike[str]) -> int:
+        """Download every file under ``prefix/`` into a local folder; ``NotFoundError`` if none."""
+        prefix = normalize_path(prefix)
+        objects = self.list(prefix + "/")
+        if not objects:
+            raise NotFoundError(f"no files under {prefix!r}")
+        for obj in objects:
+            dest = os.path.join(os.fspath(local), *obj.path[len(prefix) + 1:].split("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as fh:
+                for chunk in self.iter_bytes(obj.path):
+                    fh.write(chunk)
+        return len(objects)
+
+    def copy_folder(self, src: str, dest: str) -> int:
+        """Copy every file under ``src/`` to ``dest/``; returns the bytes copied."""
+        src, dest = normalize_path(src), normalize_path(dest)
+        total = 0
+        for obj in self.list(src + "/"):
+            writer = self.writer(f"{dest}/{obj.path[len(src) + 1:]}")
+            try:
+                for chunk in self.iter_bytes(obj.path):
+                    writer.write(chunk)
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            total += obj.size
+        return total
+
     def info(self, path: str) -> ObjectInfo:
         clean = normalize_path(path)
         full = self._full(clean)

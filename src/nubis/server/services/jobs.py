@@ -150,6 +150,7 @@ async def create(
             raise ConflictError(f"job {spec.name!r} is still active: cancel it (`nubis job cancel "
                                 f"{spec.name}`) or choose another name")
     session.add(row)
+    await session.flush()
     event(session, row.id, "created",
           f"{spec.workers} worker(s) × {spec.resources.cpu:g} CPU: {' '.join(spec.command)[:400]}")
     audit.record(session, caller, "job.create", row.name, {"id": row.id, "kind": kind})

@@ -1,0 +1,331 @@
+"""Make jobs so: admit queued gangs, start their workers, watch them, retry, preempt, stop.
+
+Each round probes the workers of running jobs (a local probe: no network), applies gang semantics
+(one worker failed → stop the others, retry from the checkpoint or fail), then asks the admission
+policy (``scheduler/admission.py``) which queued jobs start and which running ones make room.
+Stopping a gang runs as a task of its own; the job waits in ``stopping`` until its workers are gone.
+A control plane that crashed adopts running workers; one stopped cleanly stops them and requeues
+their jobs, which resume from their checkpoints at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.backends.base import JobsCapability, ReplicaHandle, WorkerSpec
+from nubis.errors import NoCapacityError, NubisError
+from nubis.models.auth import Role
+from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus
+from nubis.server.context import ServerContext
+from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
+from nubis.server.scheduler.admission import (
+    AdmissionSnapshot,
+    Demand,
+    QueuedJob,
+    Quota,
+    RunningJob,
+    decide_admissions,
+)
+from nubis.server.scheduler.jobs import (
+    WorkerExit,
+    describe_exit,
+    gang_outcome,
+    retry_delay,
+    retry_or_fail,
+)
+from nubis.server.services import jobs, models, secrets, tokens
+from nubis.server.services.jobs import event, switch_job_status
+
+log = logging.getLogger("nubis.reconciler.jobs")
+
+J = JobStatus
+ACTIVE = (J.queued.value, J.running.value, J.stopping.value)
+STOP_GRACE_S = 10.0
+TOKEN_LIFETIME = timedelta(days=7)
+ERROR_LINES = 15
+
+
+class JobReconciler:
+    def __init__(self, ctx: ServerContext, *, interval_s: float = 0.25) -> None:
+        if not isinstance(ctx.backend, JobsCapability):
+            raise TypeError(f"backend {ctx.backend.name!r} cannot run jobs")
+        self.ctx = ctx
+        self.backend: JobsCapability = ctx.backend
+        self.interval_s = interval_s
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        await self.adopt()
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("job reconciler round failed; retrying")
+            await asyncio.sleep(self.interval_s)
+
+    async def adopt(self) -> None:
+        """After a crash: workers still running are ours again; finished ones left their exit code."""
+        async with self.ctx.db.sessions() as session:
+            active = (await session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE[1:])))).all()
+            for job in active:
+                for worker in await jobs.workers_of(session, job):
+                    if worker.handle and worker.status == WorkerStatus.running.value:
+                        await self.ctx.backend.adopt(ReplicaHandle.from_dict(worker.handle))
+                if job.status == J.running.value:
+                    event(session, job.id, "adopted", "the control plane restarted; workers adopted")
+            await session.commit()
+
+    async def shutdown(self) -> None:
+        """``nubis up`` stopping: stop every gang; running jobs are queued again (they resume from
+        their checkpoints at the next start)."""
+        async with self.ctx.db.sessions() as session:
+            running = (await session.scalars(select(JobRow).where(JobRow.status == J.running.value))).all()
+            for job in running:
+                self._begin_stop(session, job, J.queued, "the platform stopped; it resumes at the next start")
+            await session.commit()
+            for job in running:
+                self._spawn_stop(job.id)
+        if self._stopping:
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+
+    async def reconcile_once(self) -> None:
+        async with self.ctx.db.sessions() as session:
+            active = list((await session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE)))).all())
+            for job in active:
+                if job.status == J.stopping.value:
+                    self._spawn_stop(job.id)
+                elif job.status == J.running.value:
+                    await self._watch(session, job)
+                elif job.status == J.queued.value and job.cancel_requested:
+                    switch_job_status(session, job, J.cancelled, "cancelled before it started")
+            await session.commit()
+            if any(j.status == J.stopping.value for j in active):
+                return  # a gang still holds what it is giving back: admit once it is free
+            await self._admit(session, [j for j in active if j.status in (J.queued.value, J.running.value)])
+            await session.commit()
+
+    async def _watch(self, session: AsyncSession, job: JobRow) -> None:
+        spec = JobSpec.model_validate(job.spec)
+        if job.cancel_requested:
+            self._begin_stop(session, job, J.cancelled, "cancelled by a user")
+            return
+        started = job.attempt_started_at
+        if spec.timeout_s and started and time.time() - started > spec.timeout_s:
+            self._begin_stop(session, job, J.failed, f"timed out after {spec.timeout_s:g} s")
+            return
+        workers = await jobs.workers_of(session, job)
+        exits, lines = [], {}
+        for worker in workers:
+            probe = await self.ctx.backend.probe(ReplicaHandle.from_dict(worker.handle or {}))
+            exits.append(WorkerExit(worker.rank, probe.alive, probe.exit_code))
+            lines[worker.rank] = probe.last_error_lines
+        outcome = gang_outcome(exits)
+        if not outcome.done:
+            return
+        for worker, exit_ in zip(sorted(workers, key=lambda w: w.rank), sorted(exits, key=lambda e: e.rank),
+                                 strict=True):
+            if not exit_.alive:
+                worker.exit_code = exit_.exit_code
+                worker.status = jobs.worker_status(exit_.exit_code, stopped=False).value
+        if outcome.succeeded:
+            await self._finish(session, job)
+            return
+        assert outcome.failed_rank is not None
+        cause = describe_exit(outcome.failed_rank, outcome.exit_code)
+        tail = [ln for ln in lines.get(outcome.failed_rank, []) if ln.strip()][-ERROR_LINES:]
+        job.failures += 1
+        target = retry_or_fail(failures=job.failures, max_retries=spec.max_retries)
+        if target == J.queued:
+            delay = retry_delay(job.failures)
+            job.next_start_at = time.time() + delay
+            reason = f"{cause}; retry {job.failures} of {spec.max_retries} in {delay:g} s from the checkpoint"
+        else:
+            reason = f"{cause}" + (f" (after {spec.max_retries} retries)" if spec.max_retries else "")
+            if tail:
+                reason += ": " + " | ".join(tail[-3:])
+        event(session, job.id, "failure", f"{cause}; last output:\n" + "\n".join(tail))
+        self._begin_stop(session, job, target, reason)
+
+    async def _finish(self, session: AsyncSession, job: JobRow) -> None:
+        reason = None
+        if job.purpose:
+            try:
+                job.model_ref = await models.register_result(session, self.ctx, job)
+                reason = f"registered model {job.model_ref}"
+            except NubisError as exc:
+                why = f"the job finished but its result is unusable: {exc}"
+                switch_job_status(session, job, J.failed, why)
+                await self._close(session, job)
+                return
+        switch_job_status(session, job, J.succeeded, reason)
+        await self._close(session, job)
+
+    async def _close(self, session: AsyncSession, job: JobRow) -> None:
+        await jobs.revoke_job_token(session, job)
+        self.backend.forget_job(job.id)
+
+    def _begin_stop(self, session: AsyncSession, job: JobRow, outcome: JobStatus, reason: str) -> None:
+        """Ask for the gang to stop; the stop task starts once this is committed (next round)."""
+        job.stop_outcome = outcome.value
+        switch_job_status(session, job, J.stopping, reason)
+
+    def _spawn_stop(self, job_id: str) -> None:
+        if job_id not in self._stopping:
+            task = asyncio.create_task(self._stop_gang(job_id), name=f"stop-job-{job_id[:8]}")
+            self._stopping[job_id] = task
+            task.add_done_callback(lambda _: self._stopping.pop(job_id, None))
+
+    async def _stop_gang(self, job_id: str) -> None:
+        """Stop the workers, then move the job to the outcome asked for."""
+        try:
+            async with self.ctx.db.sessions() as session:
+                job = await session.get(JobRow, job_id)
+                if job is None or job.status != J.stopping.value:
+                    return
+                workers = await jobs.workers_of(session, job)
+            handles = [ReplicaHandle.from_dict(w.handle) for w in workers if w.handle]
+            await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=STOP_GRACE_S) for h in handles))
+            async with self.ctx.db.sessions() as session:
+                job = await session.get(JobRow, job_id)
+                if job is None or job.status != J.stopping.value:
+                    return
+                for worker in await jobs.workers_of(session, job):
+                    if worker.status == WorkerStatus.running.value:
+                        worker.status = WorkerStatus.stopped.value
+                outcome = J(job.stop_outcome or J.failed.value)
+                job.stop_outcome = None
+                switch_job_status(session, job, outcome, job.reason)
+                await jobs.revoke_job_token(session, job)
+                if outcome != J.queued:
+                    self.backend.forget_job(job.id)
+                await session.commit()
+        except Exception:
+            log.exception("stopping job %s failed; retrying next round", job_id)
+
+    async def _admit(self, session: AsyncSession, jobs_now: list[JobRow]) -> None:
+        now = time.time()
+        queued = [j for j in jobs_now if j.status == J.queued.value and not j.cancel_requested
+                  and (j.next_start_at is None or j.next_start_at <= now)]
+        if not queued:
+            return
+        running = [j for j in jobs_now if j.status == J.running.value]
+        decision = decide_admissions(await self._snapshot(session, queued, running), now=now)
+        by_id = {j.id: j for j in jobs_now}
+        for victim_id in decision.preempt:
+            victim = by_id[victim_id]
+            self._begin_stop(session, victim, J.queued, "preempted by a job of higher priority; "
+                                                        "it resumes from its checkpoint")
+        if decision.preempt:
+            return  # start the admitted ones once the preempted gangs have stopped
+        for job_id in decision.admit:
+            await self._start(session, by_id[job_id])
+        for job_id, why in decision.waiting.items():
+            job = by_id[job_id]
+            if job.reason != why and job.status == J.queued.value:
+                job.reason = why[:2048]
+
+    async def _snapshot(self, session: AsyncSession, queued: list[JobRow],
+                        running: list[JobRow]) -> AdmissionSnapshot:
+        free, total = self.ctx.backend.free(), self.ctx.backend.capacity()
+        names = dict((await session.execute(select(WorkspaceRow.id, WorkspaceRow.name))).all())
+        rows = (await session.scalars(select(WorkspaceRow))).all()
+        quotas = {r.name: Quota(cpu=r.cpu_quota, memory=r.memory_quota, gpu=r.gpu_quota) for r in rows}
+        usage: dict[str, Demand] = {}
+        running_jobs = []
+        for job in running:
+            spec = JobSpec.model_validate(job.spec)
+            per = Demand(cpu=spec.resources.cpu, memory=spec.resources.memory, gpu=spec.resources.gpu)
+            ws = names.get(job.workspace_id, job.workspace_id)
+            held = usage.get(ws, Demand())
+            n = spec.workers
+            usage[ws] = Demand(cpu=held.cpu + per.cpu * n, memory=held.memory + per.memory * n,
+                               gpu=held.gpu + per.gpu * n)
+            running_jobs.append(RunningJob(id=job.id, workspace=ws, priority=job.priority, seq=job.seq,
+                                           workers=spec.workers, per_worker=per,
+                                           started_at=job.attempt_started_at or 0.0))
+        queue = []
+        for job in queued:
+            spec = JobSpec.model_validate(job.spec)
+            per = Demand(cpu=spec.resources.cpu, memory=spec.resources.memory, gpu=spec.resources.gpu)
+            queue.append(QueuedJob(id=job.id, workspace=names.get(job.workspace_id, job.workspace_id),
+                                   priority=job.priority, seq=job.seq, workers=spec.workers, per_worker=per))
+        return AdmissionSnapshot(
+            free=Demand(cpu=free.cpu, memory=free.memory, gpu=len(free.gpus)),
+            total=Demand(cpu=total.cpu, memory=total.memory, gpu=len(total.gpus)),
+            queue=queue, running=running_jobs, quotas=quotas, usage=usage,
+        )
+
+    async def _start(self, session: AsyncSession, job: JobRow) -> None:
+        """Start every worker of the next attempt, or none (gang)."""
+        spec = JobSpec.model_validate(job.spec)
+        workspace = await session.get(WorkspaceRow, job.workspace_id)
+        assert workspace is not None
+        attempt = job.attempt + 1
+        try:
+            code = await asyncio.to_thread(self._fetch_code, workspace.name, spec.code) if spec.code else None
+            values = await secrets.decrypt_for_workload(session, self.ctx.box, job.workspace_id)
+        except NubisError as exc:
+            switch_job_status(session, job, J.failed, f"cannot start: {exc}")
+            return
+        token_row, token = tokens.new_row(job.workspace_id, f"job {job.name} ({job.id[:8]})", Role.member,
+                                          expires_at=datetime.now(UTC) + TOKEN_LIFETIME)
+        env = {
+            **spec.env, **{k: values[k] for k in spec.secrets if k in values},
+            **self.backend.rendezvous(job.id, spec.workers),
+            "WORLD_SIZE": str(spec.workers), "NODE_RANK": "0", "GROUP_RANK": "0",
+            "LOCAL_WORLD_SIZE": str(spec.workers),
+            "NUBIS_JOB_ID": job.id, "NUBIS_JOB_NAME": job.name, "NUBIS_JOB_ATTEMPT": str(attempt),
+            "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.settings.storage,
+            "NUBIS_API_URL": self.ctx.settings.url.replace("://0.0.0.0:", "://127.0.0.1:"),
+            "NUBIS_JOB_TOKEN": token,
+        }
+        handles: list[ReplicaHandle] = []
+        try:
+            for rank in range(spec.workers):
+                handles.append(await self.backend.start_worker(WorkerSpec(
+                    worker_id=f"{job.id}-{attempt}-{rank}", job_id=job.id, workspace=workspace.name,
+                    rank=rank, command=tuple(spec.command), resources=spec.resources, code=code,
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                )))
+        except (NoCapacityError, NubisError, OSError) as exc:
+            await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=1.0) for h in handles))
+            if isinstance(exc, NoCapacityError):
+                job.reason = f"waiting for capacity: {exc}"
+            else:
+                switch_job_status(session, job, J.failed, f"cannot start: {exc}")
+            return
+        session.add(token_row)
+        await session.flush()
+        job.token_id = token_row.id
+        job.attempt = attempt
+        job.attempt_started_at = time.time()
+        job.next_start_at = None
+        for rank, handle in enumerate(handles):
+            session.add(JobWorkerRow(id=handle.replica_id, job_id=job.id, attempt=attempt, rank=rank,
+                                     status=WorkerStatus.running.value, handle=handle.to_dict()))
+        switch_job_status(session, job, J.running,
+                          f"attempt {attempt}: {spec.workers} worker(s) started" if attempt > 1 else None)
+        await session.commit()
+
+    def _fetch_code(self, workspace: str, path: str) -> Path:
+        store = self.ctx.store.files(workspace)
+        info = store.info(path)
+        stamp = hashlib.sha256(f"{workspace}\0{path}\0{info.size}\0{info.modified}".encode()).hexdigest()
+        dest = self.ctx.settings.home / "cache" / "code" / f"{stamp}.zip"
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_suffix(".part")
+            with tmp.open("wb") as fh:
+                for chunk in store.iter_bytes(path):
+                    fh.write(chunk)
+            tmp.replace(dest)
+        return dest
+
