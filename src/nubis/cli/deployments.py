@@ -179,9 +179,7 @@ def _new_lines(seen: dict[str, list[str]], lines: list[str]) -> list[str]:
         by_replica.setdefault(line.split(" ", 1)[0], []).append(line)
     new: list[str] = []
     for replica, tail in by_replica.items():
-        before = seen.get(replica, [])
-        start = next((i for i in range(len(before)) if tail[: len(before) - i] == before[i:]), len(before))
-        new.extend(tail[len(before) - start:])
+        new.extend(render.unseen(seen.get(replica, []), tail))
         seen[replica] = tail
     return new
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from nubis._version import __version__
-from nubis.cli import deployments, photon, render, secrets, storage, tokens, up, workspaces
+from nubis.cli import deployments, jobs, models, photon, render, secrets, storage, tokens, up, workspaces
 from nubis.errors import NubisError
 
 app = typer.Typer(help="nubis: a self-hostable AI cloud.", no_args_is_help=True,
@@ -18,6 +18,9 @@ app.command()(up.whoami)
 app.add_typer(photon.app, name="photon")
 app.command("deploy")(deployments.deploy)
 app.add_typer(deployments.app, name="deployment")
+app.add_typer(jobs.app, name="job")
+app.command("train")(models.train)
+app.add_typer(models.app, name="model")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")

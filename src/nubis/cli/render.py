@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -81,6 +82,22 @@ def model(item: Any, output: str) -> None:
     out.print(t)
 
 
+def escape_text(text: str) -> str:
+    """Text from users or processes, printed literally (no rich markup)."""
+    return escape(text)
+
+
+def unseen(before: list[str], tail: list[str]) -> list[str]:
+    """The lines of ``tail`` (the last lines of a log now) not in ``before`` (its last lines at the
+    previous read): what follows the longest end of ``before`` that ``tail`` starts with."""
+    start = next((i for i in range(len(before)) if tail[: len(before) - i] == before[i:]), len(before))
+    return tail[len(before) - start:]
+
+
+def cell(value: Any) -> str:
+    return _cell(value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -109,6 +126,7 @@ STATUS_COLOURS = {
     "draining": "yellow", "stopping": "yellow",
     "degraded": "dark_orange", "crash_loop": "red", "failed": "red",
     "stopped": "dim", "unknown": "magenta",
+    "queued": "yellow", "running": "cyan", "succeeded": "green", "cancelled": "dim",
 }
 
 

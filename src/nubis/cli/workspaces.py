@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from nubis.cli import render
 from nubis.client.client import Client
+from nubis.client.workspaces import UNSET
 from nubis.models.resources import parse_bytes
 
 app = typer.Typer(help="Workspaces: tenancy for files, secrets, photons and tokens.", no_args_is_help=True)
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
-COLUMNS = ["name", "storage_quota_bytes", "created_at"]
+COLUMNS = ["name", "storage_quota_bytes", "cpu_quota", "memory_quota", "gpu_quota", "created_at"]
 
 
 @app.command("create")
@@ -43,13 +45,22 @@ def get(name: str, output: Output = "table") -> None:
 @app.command("quota")
 def quota(
     name: str,
-    size: Annotated[str, typer.Argument(help="e.g. 10Gi, or 'none' to remove the quota")],
+    size: Annotated[str | None, typer.Argument(help="storage, e.g. 10Gi, or 'none' to remove it")] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU cores its jobs may hold, or 'none'")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory its jobs may hold, e.g. 8Gi, or 'none'")] = None,
+    gpu: Annotated[str | None, typer.Option(help="GPUs its jobs may hold, or 'none'")] = None,
     output: Output = "table",
 ) -> None:
-    """Set or remove a workspace's storage quota."""
-    value = None if size.lower() == "none" else parse_bytes(size)
+    """Set or remove a workspace's quotas: storage, and CPU, memory and GPUs for its jobs."""
+    def read(value: str | None, parse: Callable[[str], Any]) -> Any:
+        if value is None:
+            return UNSET
+        return None if value.lower() == "none" else parse(value)
+
     with Client() as client:
-        render.model(client.workspaces.set_quota(name, value), output)
+        ws = client.workspaces.set_quota(name, read(size, parse_bytes), cpu=read(cpu, float),
+                                         memory=read(memory, parse_bytes), gpu=read(gpu, int))
+        render.model(ws, output)
 
 
 @app.command("delete")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from nubis.client.base import Transport
 from nubis.client.config import resolve
 from nubis.client.deployments import DeploymentsAPI
+from nubis.client.jobs import JobsAPI
+from nubis.client.models import ModelsAPI
 from nubis.client.photons import PhotonsAPI
 from nubis.client.secrets import SecretsAPI
 from nubis.client.storage import StorageAPI
@@ -33,6 +35,8 @@ class Client:
         self.photons = PhotonsAPI(self._transport)
         self.storage = StorageAPI(self._transport)
         self.deployments = DeploymentsAPI(self._transport)
+        self.jobs = JobsAPI(self._transport)
+        self.models = ModelsAPI(self._transport)
 
     @property
     def url(self) -> str:

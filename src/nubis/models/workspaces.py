@@ -17,15 +17,23 @@ class WorkspaceCreateRequest(BaseModel):
 
 
 class QuotaRequest(BaseModel):
+    """Only the fields sent change; null removes that quota."""
+
     model_config = ConfigDict(extra="forbid")
 
     storage_quota_bytes: int | None = Field(default=None, ge=0, description="null: no quota")
+    cpu_quota: float | None = Field(default=None, ge=0, description="CPU cores its jobs may hold at once")
+    memory_quota: int | None = Field(default=None, ge=0, description="bytes of memory its jobs may hold")
+    gpu_quota: int | None = Field(default=None, ge=0, description="GPUs its jobs may hold at once")
 
 
 class Workspace(BaseModel):
     id: str
     name: str
     storage_quota_bytes: int | None
+    cpu_quota: float | None = None
+    memory_quota: int | None = None
+    gpu_quota: int | None = None
     created_at: datetime
 
 

@@ -28,7 +28,7 @@ async def get_workspace(name: str, caller: Reader, session: Session) -> Workspac
 
 @router.patch("/{name}")
 async def set_quota(name: str, request: QuotaRequest, caller: Superuser, session: Session) -> Workspace:
-    return await workspaces.set_quota(session, caller, name, request.storage_quota_bytes)
+    return await workspaces.set_quota(session, caller, name, request)
 
 
 @router.delete("/{name}", status_code=204)

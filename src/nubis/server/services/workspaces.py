@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.errors import ConflictError, ForbiddenError, NotFoundError
-from nubis.models.workspaces import Workspace, WorkspaceCreateRequest
+from nubis.models.workspaces import QuotaRequest, Workspace, WorkspaceCreateRequest
 from nubis.server.deps import Caller
 from nubis.server.orm import WorkspaceRow
 from nubis.server.services import audit
@@ -18,6 +18,7 @@ DEFAULT_WORKSPACE = "default"
 def to_model(row: WorkspaceRow) -> Workspace:
     return Workspace(
         id=row.id, name=row.name, storage_quota_bytes=row.storage_quota_bytes,
+        cpu_quota=row.cpu_quota, memory_quota=row.memory_quota, gpu_quota=row.gpu_quota,
         created_at=row.created_at,
     )
 
@@ -65,11 +66,13 @@ async def delete(session: AsyncSession, caller: Caller, store: ObjectStore, name
 
 
 async def set_quota(
-    session: AsyncSession, caller: Caller, name: str, quota: int | None
+    session: AsyncSession, caller: Caller, name: str, request: QuotaRequest
 ) -> Workspace:
+    """Change the quotas the request names (storage, and CPU/memory/GPU for jobs)."""
     row = await get_visible_or_raise(session, caller, name)
-    row.storage_quota_bytes = quota
-    audit.record(session, caller, "workspace.quota", name, {"storage_quota_bytes": quota},
-                 workspace_id=row.id)
+    changes = request.model_dump(include=request.model_fields_set)
+    for field, value in changes.items():
+        setattr(row, field, value)
+    audit.record(session, caller, "workspace.quota", name, changes, workspace_id=row.id)
     await session.commit()
     return to_model(row)

@@ -1,0 +1,189 @@
+"""``nubis job …``: batch commands run by gangs of workers (torch.distributed env injected)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nubis.cli import render
+from nubis.client.client import Client
+from nubis.errors import BadRequestError
+from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job
+from nubis.models.resources import Resources
+
+app = typer.Typer(help="Jobs: a command run by N workers started together, with retries and logs.",
+                  no_args_is_help=True)
+
+Ref = Annotated[str, typer.Argument(help="the job's name (its latest run) or id")]
+Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
+COLUMNS = ["name", "status", "kind", "workers", "attempt", "model", "reason", "created_at"]
+SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache", ".pytest_cache",
+             ".ruff_cache", ".tox"}
+MAX_CODE_BYTES = 100 * 2**20
+
+
+def zip_workdir(folder: Path) -> bytes:
+    """The folder as a zip (without VCS, caches and virtualenvs), refusing more than 100 MiB."""
+    buf = io.BytesIO()
+    total = 0
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+            for name in sorted(files):
+                path = Path(root) / name
+                total += path.stat().st_size
+                if total > MAX_CODE_BYTES:
+                    raise BadRequestError(
+                        f"{folder} holds over {MAX_CODE_BYTES >> 20} MiB: choose a smaller --workdir "
+                        "(put data in storage) or pass --no-code"
+                    )
+                zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def upload_code(client: Client, folder: Path) -> str:
+    if not folder.is_dir():
+        raise BadRequestError(f"--workdir {folder} is not a folder")
+    data = zip_workdir(folder)
+    path = f".code/{hashlib.sha256(data).hexdigest()[:24]}.zip"
+    client.storage.put_bytes(path, data)
+    return path
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadRequestError(f"--env {pair!r}: write KEY=VALUE")
+        env[key] = value
+    return env
+
+
+@app.command("submit", context_settings={"allow_interspersed_args": False})
+def submit(
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    name: Annotated[str | None, typer.Option(help="a name to find it by")] = None,
+    workers: Annotated[int, typer.Option(help="processes started together (RANK 0..N-1)")] = 1,
+    cpu: Annotated[float, typer.Option(help="CPU cores per worker")] = 1.0,
+    memory: Annotated[str, typer.Option(help="memory per worker, e.g. 2Gi")] = "1Gi",
+    gpu: Annotated[int, typer.Option(help="GPUs per worker")] = 0,
+    max_retries: Annotated[int, typer.Option(help="restarts of the gang after a failure")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="seconds one attempt may run")] = None,
+    priority: Annotated[int, typer.Option(help="higher is admitted first, and may preempt")] = 0,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE, repeatable")] = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", help="secret NAME, repeatable")] = None,
+    workdir: Annotated[Path, typer.Option(help="folder uploaded as the workers' cwd")] = Path(),
+    code: Annotated[bool, typer.Option("--code/--no-code", help="upload --workdir")] = True,
+    output: Output = "table",
+) -> None:
+    """Queue a job: nubis job submit --workers 2 -- python train.py --epochs 3"""
+    render.check_output(output)
+    with Client() as client:
+        code_path = upload_code(client, workdir) if code else None
+        job = client.jobs.submit(
+            command, name=name, workers=workers, resources=Resources(cpu=cpu, memory=memory, gpu=gpu),
+            env=_env(env or []), secrets=secret or [], code=code_path, max_retries=max_retries,
+            timeout_s=timeout, priority=priority,
+        )
+    if output == "json":
+        render.as_json(job.model_dump(mode="json"))
+        return
+    render.success(f"queued job {job.name} ({job.id}): {job.reason or job.status}")
+    render.out.print(f"  follow it: nubis job get {job.name} ; nubis job logs {job.name} -f", highlight=False)
+
+
+@app.command("list")
+def list_jobs(
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(help="newest first, at most this many")] = 100,
+    output: Output = "table",
+) -> None:
+    """Jobs of the workspace, newest first."""
+    with Client() as client:
+        jobs = client.jobs.list(status=status, limit=limit)
+    if render.check_output(output) == "json":
+        render.as_json([j.model_dump(mode="json") for j in jobs])
+        return
+    rows = [[j.name, render.status(j.status), j.kind, j.workers, j.attempt, j.model or "-",
+             render.escape_text(j.reason or ""), render.cell(j.created_at)] for j in jobs]
+    render.table("jobs", COLUMNS, rows)
+
+
+def print_job(job: Job) -> None:
+    render.out.print(f"[bold]{job.name}[/] ({job.id})  {render.status(job.status)}  {job.kind}  "
+                     f"attempt {job.attempt} of {job.max_retries + 1}", highlight=False)
+    if job.reason:
+        render.out.print(f"  reason: {render.escape_text(job.reason)}", highlight=False)
+    render.out.print(f"  command: {render.escape_text(' '.join(job.command))}", highlight=False)
+    for w in job.worker_status:
+        code = "" if w.exit_code is None else f" (exit {w.exit_code})"
+        render.out.print(f"  worker {w.rank}: {render.status(w.status)}{code}", highlight=False)
+    if job.metrics:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in job.metrics.items() if not isinstance(v, dict | list))
+        render.out.print(f"  metrics: {shown}", highlight=False)
+    if job.model:
+        render.out.print(f"  model: {job.model}", highlight=False)
+
+
+@app.command("get")
+def get(ref: Ref, output: Output = "table") -> None:
+    """A job: status and why, workers, latest metrics, the model it registered."""
+    with Client() as client:
+        job = client.jobs.get(ref)
+    if render.check_output(output) == "json":
+        render.as_json(job.model_dump(mode="json"))
+    else:
+        print_job(job)
+
+
+@app.command("logs")
+def logs(
+    ref: Ref,
+    worker: Annotated[int, typer.Option(help="which worker (rank)")] = 0,
+    tail: Annotated[int, typer.Option(help="lines")] = 100,
+    attempt: Annotated[int | None, typer.Option(help="an earlier attempt (default: the current)")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
+) -> None:
+    """One worker's output."""
+    with Client() as client:
+        before: list[str] = []
+        while True:
+            lines = client.jobs.logs(ref, worker=worker, tail=tail, attempt=attempt)
+            for line in render.unseen(before, lines) if follow else lines:
+                render.out.print(line, highlight=False, markup=False, soft_wrap=True)
+            render.out.file.flush()
+            before = lines
+            if not follow or client.jobs.get(ref).status in TERMINAL_JOB_STATUSES:
+                if follow:  # what was written between the last read and the end
+                    for line in render.unseen(before, client.jobs.logs(ref, worker=worker, tail=tail)):
+                        render.out.print(line, highlight=False, markup=False, soft_wrap=True)
+                return
+            time.sleep(1)
+
+
+@app.command("events")
+def events(ref: Ref, output: Output = "table") -> None:
+    """What happened to the job: admissions, failures, retries, preemptions."""
+    with Client() as client:
+        items = client.jobs.events(ref)
+    render.models("events", items, ["at", "kind", "message"], output)
+
+
+@app.command("cancel")
+def cancel(ref: Ref, output: Output = "table") -> None:
+    """Stop the job's workers; it ends as cancelled."""
+    with Client() as client:
+        job = client.jobs.cancel(ref)
+    if render.check_output(output) == "json":
+        render.as_json(job.model_dump(mode="json"))
+    else:
+        render.success(f"cancelling job {job.name}")

@@ -1,0 +1,119 @@
+"""``client.jobs`` and ``client.train``: batch work run by gangs of workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nubis.client.base import ResourceAPI
+from nubis.errors import NubisError
+from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job, JobEvent
+from nubis.models.resources import Resources
+
+POLL_S = 0.5
+
+
+class JobTimeoutError(NubisError):
+    """``wait`` gave up before the job ended."""
+
+    code = "job_timeout"
+    http_status = 504
+
+
+def _resources(resources: Resources | dict[str, Any] | None) -> dict[str, Any] | None:
+    if resources is None:
+        return None
+    return resources.model_dump(mode="json") if isinstance(resources, Resources) else dict(resources)
+
+
+class JobsAPI(ResourceAPI):
+    def submit(
+        self,
+        command: Sequence[str],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        resources: Resources | dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        secrets: list[str] | None = None,
+        code: str | None = None,
+        max_retries: int = 0,
+        timeout_s: float | None = None,
+        priority: int = 0,
+    ) -> Job:
+        """Queue ``command`` on ``workers`` processes started together (torch.distributed env set).
+
+        ``code`` is the storage path of a zip of the working directory (``nubis job submit`` makes
+        and uploads it); ``python`` in the command is the platform's interpreter."""
+        body: dict[str, Any] = {
+            "name": name, "command": list(command), "workers": workers, "env": env or {},
+            "secrets": secrets or [], "code": code, "max_retries": max_retries, "timeout_s": timeout_s,
+            "priority": priority,
+        }
+        if resources is not None:
+            body["resources"] = _resources(resources)
+        return Job.model_validate(self._t.json("POST", "/jobs", json=body))
+
+    def list(self, *, status: str | None = None, limit: int = 100) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return [Job.model_validate(j) for j in self._t.json("GET", "/jobs", params=params)]
+
+    def get(self, ref: str) -> Job:
+        """By id, or the latest job with that name."""
+        return Job.model_validate(self._t.json("GET", f"/jobs/{ref}"))
+
+    def cancel(self, ref: str) -> Job:
+        return Job.model_validate(self._t.json("POST", f"/jobs/{ref}/cancel"))
+
+    def events(self, ref: str, *, limit: int = 100) -> list[JobEvent]:
+        return [JobEvent.model_validate(e) for e in self._t.json("GET", f"/jobs/{ref}/events",
+                                                                  params={"limit": limit})]
+
+    def logs(self, ref: str, *, worker: int = 0, tail: int = 100, attempt: int | None = None) -> list[str]:
+        params: dict[str, Any] = {"worker": worker, "tail": tail}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return list(self._t.json("GET", f"/jobs/{ref}/logs", params=params))
+
+    def wait(self, ref: str, *, timeout: float | None = None,
+             on_update: Callable[[Job], None] | None = None) -> Job:
+        """Poll until the job ends (succeeded, failed or cancelled); returns it either way."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(ref)
+            if on_update is not None:
+                on_update(job)
+            if job.status in TERMINAL_JOB_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeoutError(f"job {job.name} is still {job.status} after {timeout:g} s")
+            time.sleep(POLL_S)
+
+    def train(
+        self,
+        model: str,
+        data: str,
+        *,
+        epochs: int = 10,
+        workers: int = 1,
+        name: str | None = None,
+        batch_size: int = 64,
+        learning_rate: float | None = None,
+        amp: bool = False,
+        label_column: str = "label",
+        resources: Resources | dict[str, Any] | None = None,
+        max_retries: int = 2,
+        priority: int = 0,
+    ) -> Job:
+        """``POST /api/v1/train``: queue the built-in trainer; returns at once (``wait`` for it)."""
+        body: dict[str, Any] = {
+            "model_name": model, "data_path": data, "num_epochs": epochs, "num_workers": workers,
+            "name": name, "batch_size": batch_size, "learning_rate": learning_rate, "amp": amp,
+            "label_column": label_column, "max_retries": max_retries, "priority": priority,
+        }
+        if resources is not None:
+            body["resources"] = _resources(resources)
+        return Job.model_validate(self._t.json("POST", "/train", json=body))
