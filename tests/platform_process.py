@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -52,3 +53,34 @@ def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformP
         stop(proc)
         if proc.stdout:
             proc.stdout.close()
+
+
+@dataclass
+class RestartablePlatform:
+    """`nubis up` on fixed ports and home, so that a test can kill it and start it again."""
+
+    home: Path
+    port: int
+    gateway_port: int
+    proc: subprocess.Popen[str] | None = None
+
+    def up(self) -> None:
+        self.proc = start([sys.executable, "-m", "nubis.cli.main", "up", "--home", str(self.home),
+                           "--port", str(self.port), "--gateway-port", str(self.gateway_port)],
+                          env={"NUBIS_HOME": str(self.home)})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError("nubis up did not start")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {(self.home / 'admin.token').read_text().strip()}"}
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", headers=self.headers,
+                            timeout=10)

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servers import ROOT, free_port, start, stop
+from platform_process import RestartablePlatform as Platform
+from servers import ROOT, free_port, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -50,35 +51,6 @@ class Load:
         before = self.ok
         time.sleep(seconds)
         return self.ok - before
-
-
-@dataclass
-class Platform:
-    home: Path
-    port: int
-    gateway_port: int
-    proc: subprocess.Popen[str] | None = None
-
-    def up(self) -> None:
-        self.proc = start([sys.executable, "-m", "nubis.cli.main", "up", "--home", str(self.home),
-                           "--port", str(self.port), "--gateway-port", str(self.gateway_port)],
-                          env={"NUBIS_HOME": str(self.home)})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise TimeoutError("nubis up did not start")
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {(self.home / 'admin.token').read_text().strip()}"}
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", headers=self.headers,
-                            timeout=10)
 
 
 def wait_ready(api: httpx.Client, replicas: int, timeout: float = 60) -> dict:

@@ -97,10 +97,15 @@ def list_models(output: Output = "table") -> None:
     if render.check_output(output) == "json":
         render.as_json([m.model_dump(mode="json") for m in models])
         return
-    rows = [[v.ref, v.format, v.arch or "-", render.cell(v.metrics.get("accuracy")),
+    rows = [[v.ref, v.format, v.arch or "-", _accuracy(v),
              f"{v.size_bytes:,}", (v.lineage or {}).get("parent") or "-", render.cell(v.created_at)]
             for m in models for v in m.versions]
     render.table("models", ["ref", "format", "arch", "accuracy", "bytes", "parent", "created_at"], rows)
+
+
+def _accuracy(v: ModelVersion) -> str:
+    accuracy = v.metrics.get("accuracy")
+    return f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
 
 
 def print_version(v: ModelVersion) -> None:

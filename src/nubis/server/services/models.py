@@ -108,6 +108,10 @@ async def register_result(session: AsyncSession, ctx: ServerContext, job: JobRow
     )
     session.add(row)
     await session.flush()
+    latest = dict(job.metrics or {})  # the last epoch's report: its accuracy is on the training data
+    if "accuracy" in latest:
+        latest["train_accuracy"] = latest.pop("accuracy")
+    job.metrics = {**latest, **{k: v for k, v in metrics.items() if not isinstance(v, dict | list)}}
     return f"{name}:{version}"
 
 
