@@ -158,3 +158,14 @@ def test_malformed_train_requests_get_a_clear_4xx(
     r = httpx.post(f"http://127.0.0.1:{platform.port}/api/v1/train", json=body, headers=platform.headers)
     assert r.status_code == status, r.text
     assert words in r.json()["error"]["message"]
+
+
+def test_the_readme_demo_runs_the_whole_life(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "examples/demo.py", "--home", str(tmp_path / "home")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "registered digits-mlp:1" in out and "digits-mlp:2:" in out
+    assert "digits is ready at http://127.0.0.1:" in out and "curl -H" in out
+    accuracy = float(out.split("held-out accuracy ")[-1].split()[0])
+    assert accuracy >= 0.95
