@@ -82,6 +82,15 @@ def test_train_quantize_export_deploy_predict(platform: RestartablePlatform, cli
     assert httpx.post(url, json={"inputs": x[:1].tolist()}, timeout=30).status_code == 401
     bad = httpx.post(url, json={"inputs": [[1, 2, 3]]}, headers=platform.headers, timeout=30)
     assert bad.status_code == 422 and "64 features" in bad.json()["error"]["message"]
+    scoped = client.tokens.create("digits-caller", role="viewer", deployment="digits").token
+    deadline = time.monotonic() + 10  # the gateway polls its routing table
+    while (r := httpx.post(url, json={"inputs": x[:1].tolist()}, timeout=30,
+                           headers={"authorization": f"Bearer {scoped}"})).status_code != 200:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    api = httpx.get(f"http://127.0.0.1:{platform.port}/api/v1/whoami",
+                    headers={"authorization": f"Bearer {scoped}"})
+    assert api.status_code == 403
     client.deployments.delete("digits")
 
 

@@ -70,3 +70,27 @@ async def test_duplicate_workspace_is_a_conflict(platform: Platform) -> None:
     r = await platform.http.post("/api/v1/workspaces", json=body, headers=platform.admin)
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "conflict"
+
+
+async def test_a_deployment_scoped_token_calls_only_that_deployment(sqlite_platform: Platform) -> None:
+    import hashlib
+
+    from test_auth_matrix import _deployment
+
+    p = sqlite_platform
+    mine, other = (await _deployment(p))["name"], (await _deployment(p))["name"]
+    r = await p.http.post("/api/v1/tokens", json={"name": "caller", "role": "viewer", "deployment": mine},
+                          headers=p.admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["deployment"] == mine
+    digest = hashlib.sha256(r.json()["token"].encode()).hexdigest()
+    r = await p.http.get("/api/v1/whoami", headers=p.auth(r.json()["token"]))
+    assert r.status_code == 403
+    assert "only calls deployment" in r.json()["error"]["message"]
+    routes = {d["name"]: d for d in (await p.http.get("/api/v1/gateway/routes", headers=p.admin)).json()[
+        "deployments"]}
+    assert digest in routes[mine]["token_hashes"]
+    assert digest not in routes[other]["token_hashes"]
+    r = await p.http.post("/api/v1/tokens", json={"name": "x", "role": "viewer", "deployment": "nope"},
+                          headers=p.admin)
+    assert r.status_code == 422 and "does not exist" in r.json()["error"]["message"]

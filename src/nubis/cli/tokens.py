@@ -32,13 +32,14 @@ def create(
     role: Annotated[Role, typer.Option(help="admin, member or viewer")] = Role.member,
     workspace: Annotated[str | None, typer.Option(help="default: your token's workspace")] = None,
     expires: Annotated[str | None, typer.Option(help="lifetime, e.g. 30d")] = None,
+    deployment: Annotated[str | None, typer.Option(help="only call this deployment (no API access)")] = None,
     output: Output = "table",
 ) -> None:
     """Create a token; its secret is printed once."""
     with Client() as client:
         created = client.tokens.create(
             name, role=role, workspace=workspace,
-            expires_in_seconds=parse_duration(expires) if expires else None,
+            expires_in_seconds=parse_duration(expires) if expires else None, deployment=deployment,
         )
     if render.check_output(output) == "json":
         render.as_json(created.model_dump(mode="json"))

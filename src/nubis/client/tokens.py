@@ -15,9 +15,11 @@ class TokensAPI(ResourceAPI):
         role: Role | str = Role.member,
         workspace: str | None = None,
         expires_in_seconds: int | None = None,
+        deployment: str | None = None,
     ) -> CreatedToken:
+        """``deployment``: the token only calls that deployment through the gateway (no API access)."""
         body = {"name": name, "role": str(role), "workspace": workspace,
-                "expires_in_seconds": expires_in_seconds}
+                "expires_in_seconds": expires_in_seconds, "deployment": deployment}
         return CreatedToken.model_validate(self._t.json("POST", "/tokens", json=body))
 
     def list(self) -> list[Token]:

@@ -42,6 +42,10 @@ class TokenCreateRequest(BaseModel):
     role: Role = Role.member
     workspace: str | None = Field(default=None, description="default: the caller's workspace")
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    deployment: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$",
+        description="only call this deployment through the gateway; such a token has no API access",
+    )
 
 
 class Token(BaseModel):
@@ -54,6 +58,7 @@ class Token(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    deployment: str | None = Field(default=None, description="set: only calls this deployment")
 
 
 class CreatedToken(Token):

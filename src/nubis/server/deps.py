@@ -72,6 +72,9 @@ async def get_caller(
         raise UnauthorizedError("this token was revoked; ask an admin for a new one")
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
         raise UnauthorizedError("this token has expired; ask an admin for a new one")
+    if row.deployment is not None:
+        raise ForbiddenError(f"this token only calls deployment {row.deployment!r} through the gateway; "
+                             "use a workspace token for the API")
     workspace: WorkspaceRow | None = home
     if x_nubis_workspace and x_nubis_workspace != home.name:
         workspace = None

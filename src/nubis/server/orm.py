@@ -77,6 +77,8 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deployment: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    """Set: the token only calls this deployment through the gateway (no API access)."""
 
 
 class SecretRow(Base):

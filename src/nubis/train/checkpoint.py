@@ -16,10 +16,16 @@ from typing import Any
 
 import torch
 
+from nubis.errors import BadRequestError
+
 CHECKPOINT_FILE = "checkpoint.pt"
 FAILED_MARKER = ".failed-once"
 FAIL_ENV = "NUBIS_TRAIN_FAIL_AT_EPOCH"
 FAIL_EXIT_CODE = 3
+
+
+class CheckpointError(BadRequestError):
+    """The workers of one job cannot agree on where to resume."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nubis.errors import BadRequestError, NubisError
+from nubis.storage import ObjectStore
 
 BUILTINS = ("digits", "iris", "wine", "breast_cancer")
 BUILTIN_PREFIX = "builtin:"
@@ -96,8 +97,6 @@ def read_source(path: str, *, env: Mapping[str, str]) -> bytes:
 
 
 def _read_storage(url: str, workspace: str, path: str) -> bytes:
-    from nubis.storage import ObjectStore  # fsspec-backed; only loaded when storage is configured
-
     try:
         return ObjectStore.from_url(url).files(workspace).read_bytes(path)
     except NubisError as exc:  # NotFoundError, InvalidPathError…

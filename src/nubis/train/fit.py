@@ -24,6 +24,7 @@ from nubis.train.checkpoint import (
     FAIL_ENV,
     FAIL_EXIT_CODE,
     Checkpoint,
+    CheckpointError,
     checkpoint_dir,
     load_checkpoint,
     mark_failed,
@@ -38,6 +39,7 @@ from nubis.train.modeldir import (
     MODEL_JSON,
     RESULT_JSON,
     ModelInfo,
+    ModelMetrics,
     Result,
     check_destination,
     save_heldout,
@@ -119,10 +121,11 @@ def run_fit(config: FitConfig, *, env: Mapping[str, str]) -> int:
     if worker.is_main:
         check_destination(config.out)
     device = distributed.pick_device(worker)
+    threads_before = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(distributed.cpu_threads(env))
-    distributed.start(worker, device)
     try:
+        distributed.start(worker, device)
         torch.manual_seed(config.seed)
         network = build_network(config.model, prepared.arch_config)
         trainer = build_trainer(
@@ -138,13 +141,12 @@ def run_fit(config: FitConfig, *, env: Mapping[str, str]) -> int:
         )
         history = train(config, prepared=prepared, trainer=trainer, worker=worker, env=env)
         if worker.is_main:
-            info = write_model(config, prepared=prepared, network=trainer.network, history=history)
-            metrics = info.metrics
-            assert metrics is not None
+            metrics = write_model(config, prepared=prepared, network=trainer.network, history=history)
             print(f"held-out accuracy {metrics.accuracy:.4f} on {len(prepared.split.y_test)} rows; "
                   f"model written to {config.out}", flush=True)
     finally:
         distributed.stop(worker)
+        torch.set_num_threads(threads_before)  # for callers that train in-process (tests)
     return 0
 
 
@@ -178,6 +180,12 @@ def train(
     checkpoint = resume(config, trainer=trainer, directory=directory, worker=worker)
     history = list(checkpoint.history) if checkpoint else []
     first = checkpoint.epoch + 1 if checkpoint else 1
+    starts = distributed.sum_across([float(first)], worker=worker, device=trainer.device)
+    if starts[0] != first * worker.world_size:
+        raise CheckpointError(
+            f"the workers found different checkpoints in {directory}: every worker of a job must see "
+            "the same checkpoint folder (one machine, or a shared NUBIS_CHECKPOINT_DIR)"
+        )
     x_test = prepared.standardized(prepared.split.x_test)
     reporter = MetricReporter(env) if worker.is_main else None
     started = time.perf_counter()
@@ -244,7 +252,7 @@ def fail_if_asked(*, env: Mapping[str, str], worker: WorkerEnv, epoch: int, dire
 
 def write_model(
     config: FitConfig, *, prepared: Prepared, network: torch.nn.Module, history: list[dict[str, Any]]
-) -> ModelInfo:
+) -> ModelMetrics:
     """Write ``--out``: weights, held-out set, model.json and result.json, scored as saved."""
     dataset, split = prepared.dataset, prepared.split
     with staging_dir(config.out) as tmp:
@@ -272,7 +280,7 @@ def write_model(
         info = info.model_copy(update={"metrics": metrics})
         write_json(tmp / MODEL_JSON, info)
         write_json(tmp / RESULT_JSON, Result(metrics=metrics))
-    return info
+    return metrics
 
 
 def _say(worker: WorkerEnv, message: str, *, err: bool = False) -> None:

@@ -70,15 +70,19 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
     now = datetime.now(UTC)
     tokens = (
         await session.execute(
-            select(TokenRow.workspace_id, TokenRow.hash).where(
+            select(TokenRow.workspace_id, TokenRow.hash, TokenRow.deployment).where(
                 TokenRow.revoked_at.is_(None),
                 or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > now),
             )
         )
     ).all()
-    hashes: dict[str, list[str]] = {}
-    for workspace_id, digest in tokens:
-        hashes.setdefault(workspace_id, []).append(digest)
+    hashes: dict[str, list[str]] = {}  # workspace tokens: every deployment of the workspace
+    scoped: dict[tuple[str, str], list[str]] = {}  # deployment-scoped tokens: that one only
+    for workspace_id, digest, deployment in tokens:
+        if deployment is None:
+            hashes.setdefault(workspace_id, []).append(digest)
+        else:
+            scoped.setdefault((workspace_id, deployment), []).append(digest)
     routes = []
     for row, workspace in rows:
         spec = DeploymentSpec.model_validate(row.spec)
@@ -87,7 +91,9 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
                 workspace=workspace,
                 name=row.name,
                 access=spec.access,
-                token_hashes=sorted(hashes.get(row.workspace_id, [])),
+                token_hashes=sorted(
+                    hashes.get(row.workspace_id, []) + scoped.get((row.workspace_id, row.name), [])
+                ),
                 replicas=[
                     ReplicaRoute(replica_id=r.id, endpoint=r.endpoint, ready=r.status == ReplicaStatus.ready)
                     for r in by_deployment.get(row.id, [])

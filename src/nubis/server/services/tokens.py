@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.errors import ForbiddenError, NotFoundError
+from nubis.errors import ForbiddenError, NotFoundError, ValidationError
 from nubis.models.auth import ROLE_PERMISSIONS, CreatedToken, Role, Token, TokenCreateRequest, WhoAmI
 from nubis.server.deps import Caller
-from nubis.server.orm import TokenRow, WorkspaceRow
+from nubis.server.orm import DeploymentRow, TokenRow, WorkspaceRow
 from nubis.server.security import generate_token, hash_token
 from nubis.server.services import audit, workspaces
 
@@ -21,7 +21,7 @@ def to_model(row: TokenRow, workspace: str) -> Token:
     return Token(
         id=row.id, name=row.name, workspace=workspace, role=Role(row.role), superuser=row.superuser,
         prefix=row.prefix, created_at=row.created_at, expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
+        revoked_at=row.revoked_at, deployment=row.deployment,
     )
 
 
@@ -48,6 +48,9 @@ async def create(session: AsyncSession, caller: Caller, request: TokenCreateRequ
         expires_at = datetime.now(UTC) + timedelta(seconds=request.expires_in_seconds)
     row, secret = new_row(workspace_id, request.name, request.role, expires_at=expires_at,
                           created_by=caller.token_id)
+    if request.deployment is not None:
+        await _check_deployment(session, workspace_id, target, request.deployment)
+        row.deployment = request.deployment
     session.add(row)
     await session.flush()
     audit.record(session, caller, "token.create", f"{request.name} ({row.id[:8]})",
@@ -73,6 +76,14 @@ async def revoke(session: AsyncSession, caller: Caller, token_id: str) -> Token:
         audit.record(session, caller, "token.revoke", f"{row.name} ({row.id[:8]})")
         await session.commit()
     return to_model(row, caller.workspace)
+
+
+async def _check_deployment(session: AsyncSession, workspace_id: str, workspace: str, name: str) -> None:
+    exists = await session.scalar(select(DeploymentRow.id).where(
+        DeploymentRow.workspace_id == workspace_id, DeploymentRow.name == name))
+    if exists is None:
+        raise ValidationError(f"deployment {name!r} does not exist in workspace {workspace!r}: "
+                              "a scoped token names one of its deployments")
 
 
 def whoami(caller: Caller) -> WhoAmI:

@@ -1,4 +1,4 @@
-"""jobs, their workers and events; the model registry; compute quotas of workspaces
+"""jobs, their workers and events; the model registry; compute quotas of workspaces; deployment-scoped tokens
 
 Revision ID: 0004
 Revises: 0003
@@ -26,6 +26,8 @@ def _job() -> sa.Column:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.add_column(sa.Column("deployment", sa.String(63), nullable=True))
     with op.batch_alter_table("workspaces") as batch:
         batch.add_column(sa.Column("cpu_quota", sa.Float(), nullable=True))
         batch.add_column(sa.Column("memory_quota", sa.BigInteger(), nullable=True))
@@ -106,6 +108,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("model_names", "model_versions", "job_events", "job_workers", "jobs"):
         op.drop_table(table)
+    with op.batch_alter_table("tokens") as batch:
+        batch.drop_column("deployment")
     with op.batch_alter_table("workspaces") as batch:
         for column in ("gpu_quota", "memory_quota", "cpu_quota"):
             batch.drop_column(column)
