@@ -69,6 +69,12 @@ class NoCapacityError(ConflictError):
     http_status = 409
 
 
+class EnvironmentPendingError(NoCapacityError):
+    """A replica's environment (a virtualenv for its requirements) is still being built: retry later."""
+
+    code = "environment_pending"
+
+
 class PayloadTooLargeError(NubisError):
     code = "payload_too_large"
     http_status = 413

@@ -21,7 +21,7 @@ from nubis.backends import (
     ReplicaProbe,
     ReplicaSpec,
 )
-from nubis.errors import NoCapacityError, PhotonLoadError
+from nubis.errors import EnvironmentPendingError, NoCapacityError, PhotonLoadError
 from nubis.models.resources import Resources
 from nubis.photon.build import build_bundle
 
@@ -251,17 +251,48 @@ async def test_control_plane_secrets_stay_out_and_spec_env_goes_in(
     assert "user-secret" not in repr(spec_for(env_bundle, "x", env={"API_KEY": "user-secret"}))
 
 
-async def test_missing_requirement_is_refused_with_a_clear_error(
+async def start_when_built(backend: LocalBackend, replicas: Replicas, spec: ReplicaSpec,
+                           timeout: float = 300) -> tuple[ReplicaHandle, list[str]]:
+    """Start a replica, retrying while its virtualenv builds (as the reconciler does)."""
+    reasons = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await replicas.start(backend, spec), reasons
+        except EnvironmentPendingError as exc:
+            reasons.append(exc.message)
+            assert backend.free() == backend.capacity()  # nothing held while waiting
+            assert time.monotonic() < deadline, reasons[-1]
+            await asyncio.sleep(0.5)
+
+
+async def test_missing_requirements_get_a_cached_virtualenv(
+    tmp_path: Path, state_dir: Path, replicas: Replicas
+) -> None:
+    backend = LocalBackend(state_dir, cpus=2, memory=4 * GIB, gpus=[])
+    source = ENV_PHOTON.replace("    @nubis.handler\n", "    def init(self) -> None:\n        import termcolor\n\n"
+                                "    @nubis.handler\n", 1)
+    bundle = photon_bundle(tmp_path / "needs", source, requirements=["termcolor"])
+    handle, reasons = await start_when_built(backend, replicas, spec_for(bundle, "needs-1"))
+    assert reasons and reasons[0].startswith("building a virtualenv for termcolor")
+    await wait_ready(backend, handle)
+    interpreter = Path(f"/proc/{handle.ref['pid']}/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert str(state_dir / "venvs") in interpreter
+    again = photon_bundle(tmp_path / "again", source, requirements=["termcolor"])
+    other = await replicas.start(backend, spec_for(again, "needs-2"))  # the same set: built already
+    await wait_ready(backend, other)
+
+
+async def test_requirements_that_cannot_install_fail_with_pips_words(
     tmp_path: Path, state_dir: Path, replicas: Replicas
 ) -> None:
     bundle = photon_bundle(tmp_path / "needs", ENV_PHOTON,
                            requirements=["httpx>=0.1", "nubis-no-such-package==1.0"])
     backend = LocalBackend(state_dir, cpus=2, memory=4 * GIB, gpus=[])
     with pytest.raises(PhotonLoadError) as caught:
-        await replicas.start(backend, spec_for(bundle, "needs-1"))
-    assert caught.value.message == (
-        "requirement nubis-no-such-package==1.0 is not installed in the platform's environment"
-    )
+        await start_when_built(backend, replicas, spec_for(bundle, "needs-1"))
+    assert caught.value.message.startswith("installing nubis-no-such-package==1.0 failed: ")
+    assert "nubis-no-such-package" in caught.value.message.split("failed: ", 1)[1]
     assert backend.free() == backend.capacity()
 
 

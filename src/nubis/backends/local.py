@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import logging
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -51,27 +48,14 @@ from nubis.backends.local_processes import (
     signal_group,
     tail_lines,
 )
-from nubis.errors import BundleError, PhotonLoadError
+from nubis.backends.local_venvs import VirtualenvCache
+from nubis.errors import BundleError
 from nubis.photon.bundle import read_manifest
 
 log = logging.getLogger("nubis.backends.local")
 
 ERROR_LINES = 20
 PROBE_TIMEOUT_S = 1.0
-
-
-def missing_requirements(requirements: list[str]) -> list[str]:
-    """Requirements whose distribution is not installed here (names only, versions unchecked)."""
-    missing = []
-    for req in requirements:
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
-        if match is None:
-            continue
-        try:
-            importlib.metadata.distribution(match.group(1))
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(req.strip())
-    return missing
 
 
 def replica_env(base: Mapping[str, str], spec: ReplicaSpec, *, home: Path,
@@ -97,6 +81,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
                  gpus: list[int] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.ledger = Ledger(detect_capacity(cpus=cpus, memory=memory, gpus=gpus))
+        self.venvs = VirtualenvCache(self.state_dir / "venvs")
         self._replicas: dict[str, TrackedProcess] = {}
         self._exit_codes: dict[tuple[str, int], int | None] = {}  # (id, pid) of forgotten ones
 
@@ -118,15 +103,15 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
             raise ValueError(f"replica id {spec.replica_id!r} must match {REPLICA_ID.pattern}")
         if not self._forget_exited(spec.replica_id):
             raise ValueError(f"replica {spec.replica_id} is already running here")
-        check_bundle(spec)
+        python = self.venvs.python_for(check_bundle(spec))
         allocation = self.ledger.allocate(spec.replica_id, spec.resources)
         try:
-            return await self._launch(spec, allocation)
+            return await self._launch(spec, allocation, python)
         except BaseException:
             self.ledger.release(spec.replica_id)
             raise
 
-    async def _launch(self, spec: ReplicaSpec, allocation: Allocation) -> ReplicaHandle:
+    async def _launch(self, spec: ReplicaSpec, allocation: Allocation, python: str) -> ReplicaHandle:
         port = free_port()
         bundle = str(Path(spec.bundle).resolve())
         log_path = self.log_path(spec.replica_id)
@@ -135,7 +120,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         env = replica_env(os.environ, spec, home=self.home, gpus=allocation.gpus)
         with log_path.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "nubis.photon.serve", bundle,
+                python, "-m", "nubis.photon.serve", bundle,
                 "--host", "127.0.0.1", "--port", str(port),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=env, cwd=self.state_dir, start_new_session=True,
@@ -289,23 +274,13 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         return tuple(int(g) for g in handle.ref.get("gpus", "").split(",") if g)
 
 
-def check_bundle(spec: ReplicaSpec) -> None:
-    """Refuse what can never start: a bundle that is not the one asked for, missing requirements.
-
-    Building a virtualenv per bundle is not done yet: requirements must be installed in the
-    platform's own environment.
-    """
+def check_bundle(spec: ReplicaSpec) -> list[str]:
+    """Refuse a bundle that is not the one asked for; return its requirements."""
     manifest = read_manifest(Path(spec.bundle))
     if manifest.content_hash and spec.content_hash and manifest.content_hash != spec.content_hash:
         raise BundleError(f"{spec.bundle}: content hash {manifest.content_hash[:12]} is not the "
                           f"expected {spec.content_hash[:12]}")
-    missing = missing_requirements(manifest.requirements)
-    if missing:
-        raise PhotonLoadError(
-            "; ".join(f"requirement {r} is not installed in the platform's environment"
-                      for r in missing),
-            details={"missing_requirements": missing},
-        )
+    return list(manifest.requirements)
 
 
 async def readyz(endpoint: str | None) -> bool:

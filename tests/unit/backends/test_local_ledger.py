@@ -13,10 +13,10 @@ from nubis.backends.local import (
     Allocation,
     Ledger,
     detect_capacity,
-    missing_requirements,
     replica_env,
     tail_lines,
 )
+from nubis.backends.local_venvs import missing_requirements
 from nubis.errors import NoCapacityError
 from nubis.models.resources import Resources
 

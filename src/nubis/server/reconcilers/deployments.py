@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import ReplicaHandle, ReplicaProbe, ReplicaSpec
-from nubis.errors import NoCapacityError, NubisError
+from nubis.errors import EnvironmentPendingError, NoCapacityError, NubisError
 from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus
 from nubis.models.photons import PhotonManifest
 from nubis.server.context import ServerContext
@@ -269,11 +269,11 @@ class DeploymentReconciler:
             handle = await self.ctx.backend.start_replica(replica_spec)
         except NoCapacityError as exc:
             replica.next_start_at = time.time() + 2
-            if (
-                R(replica.status) is not R.pending
-                or replica.reason != f"waiting for resources: {exc.message}"
-            ):
-                switch_replica_status(session, replica, R.pending, f"waiting for resources: {exc.message}")
+            why = exc.message
+            if not isinstance(exc, EnvironmentPendingError):
+                why = f"waiting for resources: {exc.message}"
+            if R(replica.status) is not R.pending or replica.reason != why:
+                switch_replica_status(session, replica, R.pending, why)
             return
         except (NubisError, OSError) as exc:
             message = exc.message if isinstance(exc, NubisError) else str(exc)
