@@ -270,8 +270,8 @@ async def test_missing_requirements_get_a_cached_virtualenv(
     tmp_path: Path, state_dir: Path, replicas: Replicas
 ) -> None:
     backend = LocalBackend(state_dir, cpus=2, memory=4 * GIB, gpus=[])
-    source = ENV_PHOTON.replace("    @nubis.handler\n", "    def init(self) -> None:\n        import termcolor\n\n"
-                                "    @nubis.handler\n", 1)
+    init = "    def init(self) -> None:\n        import termcolor\n\n"
+    source = ENV_PHOTON.replace("    @nubis.handler\n", init + "    @nubis.handler\n", 1)
     bundle = photon_bundle(tmp_path / "needs", source, requirements=["termcolor"])
     handle, reasons = await start_when_built(backend, replicas, spec_for(bundle, "needs-1"))
     assert reasons and reasons[0].startswith("building a virtualenv for termcolor")
