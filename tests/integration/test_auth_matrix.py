@@ -106,6 +106,13 @@ async def _job(platform: Platform) -> dict[str, str]:
     return {"ref": r.json()["id"]}
 
 
+async def _quick_job(platform: Platform) -> dict[str, str]:
+    body = {"command": ["python", "-c", "print('hi')"], "resources": {"cpu": 0.01, "memory": "1Mi"}}
+    r = await platform.http.post("/api/v1/jobs", json=body, headers=platform.admin)
+    assert r.status_code == 201, r.text
+    return {"ref": r.json()["id"]}
+
+
 _MODEL_DIR: list[Path] = []
 
 
@@ -205,6 +212,7 @@ CASES = [
     Case("POST", "/api/v1/jobs/{ref}/cancel", Permission.write, 200, object=True, setup=_job),
     Case("GET", "/api/v1/jobs/{ref}/events", Permission.read, 200, object=True, setup=_job),
     Case("GET", "/api/v1/jobs/{ref}/logs", Permission.read, 200, object=True, setup=_job),
+    Case("GET", "/api/v1/jobs/{ref}/logs/follow", Permission.read, 200, object=True, setup=_quick_job),
     Case("POST", "/api/v1/jobs/{ref}/metrics", Permission.write, 204, object=True, setup=_job,
          json={"epoch": 1, "loss": 0.5}),
     # the data is built in: every workspace may train on it

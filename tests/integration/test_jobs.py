@@ -74,6 +74,22 @@ async def test_one_failed_worker_stops_the_gang_which_retries_then_fails(platfor
     assert "retry 1 of 1" in messages
 
 
+async def test_following_a_workers_logs_goes_through_retries_until_the_end(sqlite_platform: Platform) -> None:
+    p = sqlite_platform
+    script = ("import os, sys, time\n"
+              "n = os.environ['NUBIS_JOB_ATTEMPT']\n"
+              "for i in range(3):\n    print(f'attempt {n} line {i}', flush=True); time.sleep(0.2)\n"
+              "sys.exit(1 if n == '1' else 0)\n")
+    job = await submit(p, name="chatty", command=[PY, "-c", script], max_retries=1,
+                       resources={"cpu": 0.5, "memory": "64Mi"})
+    r = await p.http.get(f"/api/v1/jobs/{job['id']}/logs/follow", headers=p.admin, timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    lines = [ln for ln in r.text.splitlines() if ln.startswith(("attempt", "---"))]
+    assert lines == [*(f"attempt 1 line {i}" for i in range(3)), "--- attempt 2 ---",
+                     *(f"attempt 2 line {i}" for i in range(3))]
+    assert (await wait_job(p, "chatty", {"succeeded"}))["attempt"] == 2
+
+
 async def test_cancel_stops_a_running_job(platform: Platform) -> None:
     await submit(platform, name="sleepy", command=[PY, "-c", "import time; time.sleep(120)"],
                  resources={"cpu": 0.5, "memory": "64Mi"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import time
 import zipfile
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,7 @@ import typer
 from nubis.cli import render
 from nubis.client.client import Client
 from nubis.errors import BadRequestError
-from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job
+from nubis.models.jobs import Job
 from nubis.models.resources import Resources
 
 app = typer.Typer(help="Jobs: a command run by N workers started together, with retries and logs.",
@@ -153,21 +152,14 @@ def logs(
     attempt: Annotated[int | None, typer.Option(help="an earlier attempt (default: the current)")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
 ) -> None:
-    """One worker's output."""
+    """One worker's output; with -f, as it is written until the job ends (through retries)."""
     with Client() as client:
-        before: list[str] = []
-        while True:
-            lines = client.jobs.logs(ref, worker=worker, tail=tail, attempt=attempt)
-            for line in render.unseen(before, lines) if follow else lines:
-                render.out.print(line, highlight=False, markup=False, soft_wrap=True)
-            render.out.file.flush()
-            before = lines
-            if not follow or client.jobs.get(ref).status in TERMINAL_JOB_STATUSES:
-                if follow:  # what was written between the last read and the end
-                    for line in render.unseen(before, client.jobs.logs(ref, worker=worker, tail=tail)):
-                        render.out.print(line, highlight=False, markup=False, soft_wrap=True)
-                return
-            time.sleep(1)
+        lines = (client.jobs.follow_logs(ref, worker=worker, tail=tail) if follow and attempt is None
+                 else client.jobs.logs(ref, worker=worker, tail=tail, attempt=attempt))
+        for line in lines:
+            render.out.print(line, highlight=False, markup=False, soft_wrap=True)
+            if follow:
+                render.out.file.flush()
 
 
 @app.command("events")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import httpx
 
 from nubis.client.base import ResourceAPI
 from nubis.errors import NubisError
@@ -77,6 +79,13 @@ class JobsAPI(ResourceAPI):
         if attempt is not None:
             params["attempt"] = attempt
         return list(self._t.json("GET", f"/jobs/{ref}/logs", params=params))
+
+    def follow_logs(self, ref: str, *, worker: int = 0, tail: int = 100) -> Iterator[str]:
+        """One worker's output as it is written, through retries, until the job ends."""
+        params = {"worker": worker, "tail": tail}
+        with self._t.stream("GET", f"/jobs/{ref}/logs/follow", params=params,
+                            timeout=httpx.Timeout(10.0, read=None)) as response:
+            yield from response.iter_lines()
 
     def wait(self, ref: str, *, timeout: float | None = None,
              on_update: Callable[[Job], None] | None = None) -> Job:

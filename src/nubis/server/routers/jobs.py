@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from nubis.models.jobs import Job, JobEvent, JobSpec, JobStatus, MetricsReport, TrainRequest
 from nubis.server.deps import Context, Reader, Session, Writer
@@ -56,6 +57,20 @@ async def job_logs(
 ) -> list[str]:
     """The last lines of one worker's output (current attempt unless `attempt` is given)."""
     return await jobs.logs(session, ctx, caller, ref, worker=worker, tail=tail, attempt=attempt)
+
+
+@router.get("/jobs/{ref}/logs/follow", response_class=StreamingResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "lines as they are written"}})
+async def follow_job_logs(
+    ref: str, caller: Reader, session: Session, ctx: Context,
+    worker: Annotated[int, Query(ge=0, le=1000)] = 0,
+    tail: Annotated[int, Query(ge=0, le=10000)] = 100,
+) -> StreamingResponse:
+    """One worker's output as it is written (text, one line each), through retries, until the job ends."""
+    row = await jobs.get_row_or_raise(session, caller, ref)
+    jobs.check_worker(row, worker)
+    lines = jobs.follow_logs(ctx, row.id, worker=worker, tail=tail)
+    return StreamingResponse((f"{line}\n" async for line in lines), media_type="text/plain; charset=utf-8")
 
 
 @router.post("/jobs/{ref}/metrics", status_code=204)

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import select
@@ -32,6 +34,7 @@ from nubis.server.services import audit
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE = tuple(s.value for s in JobStatus if s not in TERMINAL_JOB_STATUSES)
 MAX_HISTORY = 10_000
+FOLLOW_POLL_S = 0.5
 
 
 def event(session: AsyncSession, job_id: str, kind: str, message: str) -> None:
@@ -200,15 +203,19 @@ async def logs(session: AsyncSession, ctx: ServerContext, caller: Caller, ref: s
                worker: int, tail: int, attempt: int | None = None) -> list[str]:
     """The last lines of one worker's output (of the current attempt, or the one asked for)."""
     row = await get_row_or_raise(session, caller, ref)
-    spec = JobSpec.model_validate(row.spec)
-    if worker >= spec.workers:
-        raise ValidationError(f"job {row.name!r} has workers 0..{spec.workers - 1}, not {worker}")
+    check_worker(row, worker)
     wanted = attempt if attempt is not None else row.attempt
     found = await session.scalar(select(JobWorkerRow).where(
         JobWorkerRow.job_id == row.id, JobWorkerRow.attempt == wanted, JobWorkerRow.rank == worker))
     if found is None or found.handle is None or not isinstance(ctx.backend, LogsCapability):
         return []
     return ctx.backend.read_logs(ReplicaHandle.from_dict(found.handle), tail=tail)
+
+
+def check_worker(row: JobRow, worker: int) -> None:
+    workers = JobSpec.model_validate(row.spec).workers
+    if worker >= workers:
+        raise ValidationError(f"job {row.name!r} has workers 0..{workers - 1}, not {worker}")
 
 
 async def report_metrics(session: AsyncSession, caller: Caller, ref: str, report: MetricsReport) -> None:
@@ -238,3 +245,31 @@ async def revoke_job_token(session: AsyncSession, job: JobRow) -> None:
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
     job.token_id = None
+
+
+async def follow_logs(ctx: ServerContext, job_id: str, *, worker: int, tail: int) -> AsyncIterator[str]:
+    """One worker's output as it is written, across attempts, until the job ends. Waits (quietly)
+    while the job is queued. Opens its own sessions: it outlives the request's."""
+    if not isinstance(ctx.backend, LogsCapability):
+        return
+    attempt = 0
+    while True:
+        async with ctx.db.sessions() as session:
+            job = await session.get(JobRow, job_id)
+            if job is None:
+                return
+            found = await session.scalar(select(JobWorkerRow).where(
+                JobWorkerRow.job_id == job_id, JobWorkerRow.attempt == job.attempt,
+                JobWorkerRow.rank == worker))
+            ended = JobStatus(job.status) in TERMINAL_JOB_STATUSES
+        if found is not None and found.handle is not None and found.attempt > attempt:
+            attempt = found.attempt
+            if attempt > 1:
+                yield f"--- attempt {attempt} ---"
+            async for line in ctx.backend.follow_logs(ReplicaHandle.from_dict(found.handle), tail=tail):
+                yield line
+            tail = 0
+            continue
+        if ended:
+            return
+        await asyncio.sleep(FOLLOW_POLL_S)
