@@ -156,6 +156,7 @@ class Case:
     content_type: str | None = None
     setup: Setup = field(default=_nothing)
     other: int | None = None  # what a token of another workspace gets, when not the rule's answer
+    params: dict[str, str] | None = None
 
     @property
     def route(self) -> str:
@@ -231,6 +232,8 @@ CASES = [
          setup=_model, json={"format": "onnx"}),
     Case("POST", "/api/v1/models/{name}/versions/{version}/deploy", Permission.write, 201, object=True,
          setup=_model, json={"name": "m-{n}", "autoscaling": {"min_replicas": 0}}),
+    Case("GET", "/api/v1/deployments/{name}/logs/follow", Permission.read, 200, object=True,
+         setup=_deployment, params={"seconds": "0.2"}),
     Case("GET", "/api/v1/gateway/routes", None, 200),
     Case("POST", "/api/v1/gateway/load", None, 204,
          json={"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1, "deployments": []}),
@@ -298,7 +301,7 @@ async def test_route_answers_each_caller_as_expected(case: Case, sqlite_platform
                     for k, v in case.json.items()}
         content = values.get("_content", case.content)
         extra = {"content-type": case.content_type} if case.content_type else {}
-        r = await platform.http.request(case.method, path, json=body, content=content,
+        r = await platform.http.request(case.method, path, json=body, content=content, params=case.params,
                                         headers={**headers[caller], **extra})
         got[caller] = r.status_code
         if r.status_code >= 400:

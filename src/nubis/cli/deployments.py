@@ -155,33 +155,14 @@ def logs(
     tail: Annotated[int, typer.Option(help="lines per replica")] = 100,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
 ) -> None:
-    """The replicas' output, each line prefixed by its replica id."""
+    """The replicas' output, each line prefixed by its replica id; -f streams new lines (Ctrl-C)."""
     with Client() as client:
-        seen: dict[str, list[str]] = {}
-        while True:
-            lines = client.deployments.logs(name, tail=tail)
-            for line in _new_lines(seen, lines) if follow else lines:
-                render.out.print(line, highlight=False, markup=False, soft_wrap=True)
-            render.out.file.flush()  # `logs -f | grep …`: each second's lines, not a full buffer later
-            if not follow:
-                return
-            time.sleep(1)
-
-
-def _new_lines(seen: dict[str, list[str]], lines: list[str]) -> list[str]:
-    """The lines not printed yet, per replica (``[id] …``); updates ``seen``.
-
-    Each replica's tail is compared with the one seen before: what follows the longest end of the
-    old tail that the new one starts with is new.
-    """
-    by_replica: dict[str, list[str]] = {}
-    for line in lines:
-        by_replica.setdefault(line.split(" ", 1)[0], []).append(line)
-    new: list[str] = []
-    for replica, tail in by_replica.items():
-        new.extend(render.unseen(seen.get(replica, []), tail))
-        seen[replica] = tail
-    return new
+        lines = client.deployments.follow_logs(name, tail=tail) if follow else client.deployments.logs(
+            name, tail=tail)
+        for line in lines:
+            render.out.print(line, highlight=False, markup=False, soft_wrap=True)
+            if follow:
+                render.out.file.flush()  # `logs -f | grep …`: each line as it comes
 
 
 @app.command("update")

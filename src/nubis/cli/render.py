@@ -87,13 +87,6 @@ def escape_text(text: str) -> str:
     return escape(text)
 
 
-def unseen(before: list[str], tail: list[str]) -> list[str]:
-    """The lines of ``tail`` (the last lines of a log now) not in ``before`` (its last lines at the
-    previous read): what follows the longest end of ``before`` that ``tail`` starts with."""
-    start = next((i for i in range(len(before)) if tail[: len(before) - i] == before[i:]), len(before))
-    return tail[len(before) - start:]
-
-
 def cell(value: Any) -> str:
     return _cell(value)
 

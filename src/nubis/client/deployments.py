@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
+
+import httpx
 
 from nubis.client.base import ResourceAPI
 from nubis.client.photon import PhotonClient
@@ -88,6 +91,16 @@ class DeploymentsAPI(ResourceAPI):
         """The latest events, oldest first."""
         found = self._t.json("GET", f"/deployments/{name}/events", params={"limit": limit})
         return [DeploymentEvent.model_validate(e) for e in found]
+
+    def follow_logs(self, name: str, *, tail: int = 100, seconds: float | None = None) -> Iterator[str]:
+        """Every replica's output as it is written (``[replica] line``), new replicas included;
+        ends after ``seconds`` (or never: stop iterating to leave)."""
+        params: dict[str, Any] = {"tail": tail}
+        if seconds is not None:
+            params["seconds"] = seconds
+        with self._t.stream("GET", f"/deployments/{name}/logs/follow", params=params,
+                            timeout=httpx.Timeout(10.0, read=None)) as response:
+            yield from response.iter_lines()
 
     def logs(self, name: str, tail: int = 100) -> list[str]:
         """The last ``tail`` lines of every live replica, each prefixed by its replica id."""

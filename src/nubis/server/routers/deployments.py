@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from nubis.models.deployments import Deployment, DeploymentEvent, DeploymentSpec, DeploymentUpdateRequest
 from nubis.models.routes import LoadReport, RoutingTable
@@ -62,6 +63,19 @@ async def deployment_logs(
 ) -> list[str]:
     """The last lines of every live replica's output, each prefixed by its replica id."""
     return await deployments.logs(session, ctx, caller, name, tail=tail)
+
+
+@router.get("/deployments/{name}/logs/follow", response_class=StreamingResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "lines as they are written"}})
+async def follow_deployment_logs(
+    name: str, caller: Reader, session: Session, ctx: Context,
+    tail: Annotated[int, Query(ge=0, le=10000)] = 100,
+    seconds: Annotated[float | None, Query(gt=0, le=86400, description="stop after this long")] = None,
+) -> StreamingResponse:
+    """Every replica's output as it is written (text, `[replica] line`), new replicas included."""
+    row = await deployments.get_row_or_raise(session, caller, name)
+    lines = deployments.follow_logs(ctx, row.id, tail=tail, seconds=seconds)
+    return StreamingResponse((f"{line}\n" async for line in lines), media_type="text/plain; charset=utf-8")
 
 
 @router.get("/gateway/routes", tags=["gateway"])

@@ -3,6 +3,10 @@ in ``server/reconcilers/deployments.py`` makes it so."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -293,3 +297,46 @@ async def logs(
         handle = ReplicaHandle.from_dict(replica.handle or {})
         lines.extend(f"[{replica.id[:8]}] {line}" for line in ctx.backend.read_logs(handle, tail=tail))
     return lines
+
+
+async def follow_logs(ctx: ServerContext, deployment_id: str, *, tail: int, seconds: float | None,
+                      poll_s: float = 1.0) -> AsyncIterator[str]:
+    """Every replica's output as it is written, each line prefixed by its replica id; replicas
+    that start later join in. Ends after ``seconds``, when the deployment is deleted, or when
+    the client goes away. Opens its own sessions: it outlives the request's."""
+    if not isinstance(ctx.backend, LogsCapability):
+        return
+    backend = ctx.backend
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
+    readers: dict[str, asyncio.Task[None]] = {}
+
+    async def read(replica_id: str, handle: ReplicaHandle, lines: int) -> None:
+        async for line in backend.follow_logs(handle, tail=lines):
+            await queue.put(f"[{replica_id[:8]}] {line}")
+
+    deadline = None if seconds is None else time.monotonic() + seconds
+    first = True
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            async with ctx.db.sessions() as session:
+                dep = await session.get(DeploymentRow, deployment_id)
+                if dep is None or dep.deleting:
+                    return
+                replicas = (await session.scalars(select(ReplicaRow).where(
+                    ReplicaRow.deployment_id == deployment_id, ReplicaRow.handle.is_not(None),
+                    ReplicaRow.status.not_in(LIVE)))).all()
+            for replica in replicas:
+                if replica.id not in readers:
+                    handle = ReplicaHandle.from_dict(replica.handle or {})
+                    readers[replica.id] = asyncio.create_task(read(replica.id, handle, tail if first else 0))
+            first = False
+            wait = poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
+            try:
+                yield await asyncio.wait_for(queue.get(), wait)
+                while not queue.empty():
+                    yield queue.get_nowait()
+            except TimeoutError:
+                continue
+    finally:
+        for task in readers.values():
+            task.cancel()
