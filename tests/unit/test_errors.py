@@ -14,6 +14,7 @@ CONTRACT = [
     (errors.MethodNotAllowedError, "method_not_allowed", 405),
     (errors.ConflictError, "conflict", 409),
     (errors.NoCapacityError, "no_capacity", 409),
+    (errors.EnvironmentPendingError, "environment_pending", 409),
     (errors.PayloadTooLargeError, "payload_too_large", 413),
     (errors.UnsupportedMediaTypeError, "unsupported_media_type", 415),
     (errors.ValidationError, "validation_error", 422),
