@@ -249,11 +249,13 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
 
     async def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0) -> AsyncIterator[str]:
         path = self.log_path(handle.replica_id)
-        for line in tail_lines(path, tail):
-            yield line
         with contextlib.suppress(FileNotFoundError), path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            pending = b""
+            # the tail and what follows come from one open file: no line is lost in between
+            end = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, end - 64 * 1024 * (tail // 100 + 1)) if tail > 0 else end)
+            *lines, pending = fh.read(end - fh.tell()).split(b"\n") if tail > 0 else [b""]
+            for line in lines[-tail:] if tail > 0 else []:
+                yield line.decode(errors="replace")
             while True:
                 chunk = fh.read(64 * 1024)
                 if chunk:

@@ -266,9 +266,9 @@ async def follow_logs(ctx: ServerContext, job_id: str, *, worker: int, tail: int
             attempt = found.attempt
             if attempt > 1:
                 yield f"--- attempt {attempt} ---"
+            # each attempt's workers write their own log: read each from its start (up to `tail`)
             async for line in ctx.backend.follow_logs(ReplicaHandle.from_dict(found.handle), tail=tail):
                 yield line
-            tail = 0
             continue
         if ended:
             return
