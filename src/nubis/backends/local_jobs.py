@@ -9,7 +9,6 @@ retries and removed by ``forget_job``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -149,7 +148,3 @@ class LocalJobs(JobsCapability):
                  spec.job_id, process.pid)
         return handle
 
-
-def remove_exit_file(handle: ReplicaHandle) -> None:
-    with contextlib.suppress(OSError):
-        Path(handle.ref["exit_file"]).unlink()

@@ -32,12 +32,7 @@ def main() -> int:
         print(f"error: cannot run {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr, flush=True)
         _record(exit_file, 127)
         return 127
-    while True:
-        try:
-            code = child.wait()
-            break
-        except InterruptedError:
-            continue
+    code = child.wait()
     _record(exit_file, code)
     return code if code >= 0 else 128 - code
 

@@ -68,7 +68,7 @@ def models(title: str, items: list[Any], columns: list[str], output: str) -> Non
     if check_output(output) == "json":
         as_json([i.model_dump(mode="json") for i in items])
         return
-    rows = [[_cell(getattr(i, c)) for c in columns] for i in items]
+    rows = [[cell(getattr(i, c)) for c in columns] for i in items]
     table(title, columns, rows)
 
 
@@ -78,7 +78,7 @@ def model(item: Any, output: str) -> None:
         return
     t = Table(show_header=False, box=None)
     for key, value in item.model_dump().items():
-        t.add_row(f"[bold]{key}[/]", _cell(value))
+        t.add_row(f"[bold]{key}[/]", cell(value))
     out.print(t)
 
 
@@ -88,10 +88,6 @@ def escape_text(text: str) -> str:
 
 
 def cell(value: Any) -> str:
-    return _cell(value)
-
-
-def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if hasattr(value, "isoformat"):
@@ -125,7 +121,7 @@ STATUS_COLOURS = {
 
 def status(value: Any) -> str:
     """A deployment or replica status with its colour (rich markup)."""
-    text = _cell(value)
+    text = cell(value)
     colour = STATUS_COLOURS.get(text)
     return f"[{colour}]{text}[/]" if colour else text
 

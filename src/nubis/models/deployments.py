@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from nubis.models.resources import Resources
-from nubis.models.secrets import SECRET_NAME_RULE, is_valid_secret_name
+from nubis.models.secrets import SECRET_NAME_RULE, check_secret_names, is_valid_secret_name
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
 PHOTON_REF_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}(:([0-9]+|latest))?$"
@@ -134,13 +134,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, secrets: list[str]) -> list[str]:
-        bad = sorted(s for s in secrets if not is_valid_secret_name(s))
-        if bad:
-            raise ValueError(f"secret names {bad!r} are not valid: {SECRET_NAME_RULE}")
-        repeated = sorted({s for s in secrets if secrets.count(s) > 1})
-        if repeated:
-            raise ValueError(f"secrets {repeated!r} are listed more than once")
-        return secrets
+        return check_secret_names(secrets)
 
     @model_validator(mode="after")
     def _env_and_secrets_apart(self) -> DeploymentSpec:

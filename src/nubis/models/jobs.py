@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nubis.models.deployments import tolerant_enum
 from nubis.models.resources import Resources
-from nubis.models.secrets import SECRET_NAME_RULE, is_valid_secret_name
+from nubis.models.secrets import check_secret_names
 
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
@@ -61,15 +61,6 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _check_secrets(secrets: list[str]) -> list[str]:
-    bad = sorted(s for s in secrets if not is_valid_secret_name(s))
-    if bad:
-        raise ValueError(f"secret names {bad!r} are not valid: {SECRET_NAME_RULE}")
-    if len(set(secrets)) != len(secrets):
-        raise ValueError("a secret is listed more than once")
-    return secrets
-
-
 class JobSpec(BaseModel):
     """What ``nubis job submit`` and ``POST /api/v1/jobs`` send."""
 
@@ -107,7 +98,7 @@ class JobSpec(BaseModel):
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, secrets: list[str]) -> list[str]:
-        return _check_secrets(secrets)
+        return check_secret_names(secrets)
 
     @model_validator(mode="after")
     def _env_and_secrets_apart(self) -> JobSpec:

@@ -33,3 +33,14 @@ class Secret(BaseModel):
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+def check_secret_names(secrets: list[str]) -> list[str]:
+    """A spec's list of secrets: valid names, each once (pydantic validators call this)."""
+    bad = sorted(s for s in secrets if not is_valid_secret_name(s))
+    if bad:
+        raise ValueError(f"secret names {bad!r} are not valid: {SECRET_NAME_RULE}")
+    repeated = sorted({s for s in secrets if secrets.count(s) > 1})
+    if repeated:
+        raise ValueError(f"secrets {repeated!r} are listed more than once")
+    return secrets

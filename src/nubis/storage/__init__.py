@@ -179,6 +179,16 @@ class Store:
                     raise
         return total
 
+    def download(self, path: str, local: str | os.PathLike[str]) -> None:
+        """Copy one object to a local file, atomically (a ``.part`` file renamed into place)."""
+        dest = os.fspath(local)
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        tmp = f"{dest}.part"
+        with open(tmp, "wb") as fh:
+            for chunk in self.iter_bytes(path):
+                fh.write(chunk)
+        os.replace(tmp, dest)
+
     def get_folder(self, prefix: str, local: str | os.PathLike[str]) -> int:
         """Download every file under ``prefix/`` into a local folder; ``NotFoundError`` if none."""
         prefix = normalize_path(prefix)
@@ -186,11 +196,7 @@ class Store:
         if not objects:
             raise NotFoundError(f"no files under {prefix!r}")
         for obj in objects:
-            dest = os.path.join(os.fspath(local), *obj.path[len(prefix) + 1:].split("/"))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            with open(dest, "wb") as fh:
-                for chunk in self.iter_bytes(obj.path):
-                    fh.write(chunk)
+            self.download(obj.path, os.path.join(os.fspath(local), *obj.path[len(prefix) + 1:].split("/")))
         return len(objects)
 
     def copy_folder(self, src: str, dest: str) -> int:

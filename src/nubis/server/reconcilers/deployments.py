@@ -328,14 +328,7 @@ class DeploymentReconciler:
     def _fetch_bundle(self, workspace: str, row: PhotonRow) -> Path:
         path = self.ctx.settings.home / "cache" / "photons" / f"{row.content_hash}.photon"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".part")
-            with tmp.open("wb") as fh:
-                for chunk in self.ctx.store.photons(workspace).iter_bytes(
-                    photons.bundle_path(row.name, row.version)
-                ):
-                    fh.write(chunk)
-            tmp.replace(path)
+            self.ctx.store.photons(workspace).download(photons.bundle_path(row.name, row.version), path)
         return path
 
     def _stop(self, session: AsyncSession, replica: ReplicaRow, reason: str) -> None:

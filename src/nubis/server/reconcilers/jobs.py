@@ -134,7 +134,8 @@ class JobReconciler:
                                  strict=True):
             if not exit_.alive:
                 worker.exit_code = exit_.exit_code
-                worker.status = jobs.worker_status(exit_.exit_code, stopped=False).value
+                done = WorkerStatus.succeeded if exit_.exit_code == 0 else WorkerStatus.failed
+                worker.status = done.value
         if outcome.succeeded:
             await self._finish(session, job)
             return
@@ -235,8 +236,8 @@ class JobReconciler:
     async def _snapshot(self, session: AsyncSession, queued: list[JobRow],
                         running: list[JobRow]) -> AdmissionSnapshot:
         free, total = self.ctx.backend.free(), self.ctx.backend.capacity()
-        names = dict((await session.execute(select(WorkspaceRow.id, WorkspaceRow.name))).all())
         rows = (await session.scalars(select(WorkspaceRow))).all()
+        names = {r.id: r.name for r in rows}
         quotas = {r.name: Quota(cpu=r.cpu_quota, memory=r.memory_quota, gpu=r.gpu_quota) for r in rows}
         usage: dict[str, Demand] = {}
         running_jobs = []
@@ -321,11 +322,6 @@ class JobReconciler:
         stamp = hashlib.sha256(f"{workspace}\0{path}\0{info.size}\0{info.modified}".encode()).hexdigest()
         dest = self.ctx.settings.home / "cache" / "code" / f"{stamp}.zip"
         if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".part")
-            with tmp.open("wb") as fh:
-                for chunk in store.iter_bytes(path):
-                    fh.write(chunk)
-            tmp.replace(dest)
+            store.download(path, dest)
         return dest
 

@@ -26,8 +26,8 @@ from nubis.models.photons import PhotonManifest
 from nubis.models.resources import Resources
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
-from nubis.server.orm import DeploymentEventRow, DeploymentRow, ReplicaRow, SecretRow
-from nubis.server.services import audit, photons
+from nubis.server.orm import DeploymentEventRow, DeploymentRow, ReplicaRow
+from nubis.server.services import audit, photons, secrets
 
 LIVE = (ReplicaStatus.stopped,)
 
@@ -80,26 +80,6 @@ def _check_fits(ctx: ServerContext, resources: Resources) -> None:
         raise ValidationError("one replica needs more than this platform has: " + "; ".join(too_big))
 
 
-async def _check_secrets(session: AsyncSession, caller: Caller, names: list[str]) -> None:
-    if not names:
-        return
-    found = set(
-        (
-            await session.scalars(
-                select(SecretRow.name).where(
-                    SecretRow.workspace_id == caller.workspace_id, SecretRow.name.in_(names)
-                )
-            )
-        ).all()
-    )
-    missing = sorted(set(names) - found)
-    if missing:
-        raise ValidationError(
-            f"secrets {missing} do not exist in workspace {caller.workspace!r}: "
-            "set them with `nubis secret set NAME`"
-        )
-
-
 async def create(
     session: AsyncSession, ctx: ServerContext, caller: Caller, spec: DeploymentSpec
 ) -> Deployment:
@@ -115,7 +95,7 @@ async def create(
         )
     name, version, manifest = await _resolve_photon(session, caller, spec.photon)
     _check_fits(ctx, spec.resources or manifest.resources)
-    await _check_secrets(session, caller, spec.secrets)
+    await secrets.check_exist(session, caller, spec.secrets)
     row = DeploymentRow(
         workspace_id=caller.workspace_id,
         name=spec.name,

@@ -22,14 +22,13 @@ from nubis.models.jobs import (
     JobStatus,
     MetricsReport,
     Worker,
-    WorkerStatus,
 )
 from nubis.models.resources import Resources
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
-from nubis.server.orm import JobEventRow, JobRow, JobWorkerRow, SecretRow, TokenRow, new_id, utcnow
+from nubis.server.orm import JobEventRow, JobRow, JobWorkerRow, TokenRow, new_id, utcnow
 from nubis.server.scheduler.jobs import check_job_transition
-from nubis.server.services import audit
+from nubis.server.services import audit, secrets
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE = tuple(s.value for s in JobStatus if s not in TERMINAL_JOB_STATUSES)
@@ -109,18 +108,6 @@ def check_gang_fits(ctx: ServerContext, resources: Resources, workers: int) -> N
         )
 
 
-async def _check_secrets(session: AsyncSession, caller: Caller, names: list[str]) -> None:
-    if not names:
-        return
-    found = set((await session.scalars(
-        select(SecretRow.name).where(SecretRow.workspace_id == caller.workspace_id, SecretRow.name.in_(names))
-    )).all())
-    missing = sorted(set(names) - found)
-    if missing:
-        raise ValidationError(f"secrets {missing} do not exist in workspace {caller.workspace!r}: "
-                              "set them with `nubis secret set NAME`")
-
-
 def _check_code(ctx: ServerContext, caller: Caller, code: str | None) -> None:
     if code is None:
         return
@@ -136,7 +123,7 @@ async def create(
 ) -> Job:
     """Queue a job; the reconciler admits it when its gang fits."""
     check_gang_fits(ctx, spec.resources, spec.workers)
-    await _check_secrets(session, caller, spec.secrets)
+    await secrets.check_exist(session, caller, spec.secrets)
     _check_code(ctx, caller, spec.code)
     row = JobRow(
         workspace_id=caller.workspace_id, kind=kind, spec=spec.model_dump(mode="json"), purpose=purpose,
@@ -230,12 +217,6 @@ async def report_metrics(session: AsyncSession, caller: Caller, ref: str, report
         history.append(record)
     row.history = history
     await session.commit()
-
-
-def worker_status(exit_code: int | None, *, stopped: bool) -> WorkerStatus:
-    if exit_code == 0:
-        return WorkerStatus.succeeded
-    return WorkerStatus.stopped if stopped else WorkerStatus.failed
 
 
 async def revoke_job_token(session: AsyncSession, job: JobRow) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.errors import NotFoundError, NubisError, ValidationError
@@ -229,12 +229,6 @@ async def delete_version(session: AsyncSession, ctx: ServerContext, caller: Call
     await session.delete(row)
     audit.record(session, caller, "model.delete", f"{row.name}:{row.version}")
     await session.commit()
-
-
-async def count_versions(session: AsyncSession, workspace_id: str) -> int:
-    return int(await session.scalar(
-        select(func.count()).select_from(ModelVersionRow).where(ModelVersionRow.workspace_id == workspace_id)
-    ) or 0)
 
 
 # deploying

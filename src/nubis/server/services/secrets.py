@@ -89,6 +89,21 @@ async def delete(session: AsyncSession, caller: Caller, name: str) -> None:
     await session.commit()
 
 
+async def check_exist(session: AsyncSession, caller: Caller, names: list[str]) -> None:
+    """422 naming the secrets a spec asks for that the caller's workspace does not have."""
+    if not names:
+        return
+    found = set((await session.scalars(
+        select(SecretRow.name).where(SecretRow.workspace_id == caller.workspace_id, SecretRow.name.in_(names))
+    )).all())
+    missing = sorted(set(names) - found)
+    if missing:
+        raise ValidationError(
+            f"secrets {missing} do not exist in workspace {caller.workspace!r}: "
+            "set them with `nubis secret set NAME`"
+        )
+
+
 async def decrypt_for_workload(
     session: AsyncSession, box: SecretBox, workspace_id: str
 ) -> dict[str, str]:
