@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -53,6 +54,10 @@ from nubis.errors import BundleError
 from nubis.photon.bundle import read_manifest
 
 log = logging.getLogger("nubis.backends.local")
+
+REPLICA_KEY_ENV = "NUBIS_REPLICA_KEY"
+"""The replica's key: the gateway sends it in ``X-Nubis-Replica-Key`` and the replica refuses
+requests without it (``ReplicaHandle.ref["replica_key"]`` keeps it for the routing table)."""
 
 ERROR_LINES = 20
 PROBE_TIMEOUT_S = 1.0
@@ -118,6 +123,8 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         env = replica_env(os.environ, spec, home=self.home, gpus=allocation.gpus)
+        key = secrets.token_urlsafe(32)  # the replica answers only requests that carry it
+        env[REPLICA_KEY_ENV] = key
         with log_path.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
                 python, "-m", "nubis.photon.serve", bundle,
@@ -138,6 +145,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
                 "millicpu": str(allocation.millicpu),
                 "memory": str(allocation.memory),
                 "gpus": ",".join(map(str, allocation.gpus)),
+                "replica_key": key,
             },
         )
         replica = TrackedProcess(handle, process.pid, process)
