@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from nubis.models.limits import MAX_REPLICAS, check_env, check_spec_size
 from nubis.models.resources import Resources
 from nubis.models.secrets import SECRET_NAME_RULE, check_secret_names, is_valid_secret_name
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
-PHOTON_REF_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}(:([0-9]+|latest))?$"
+PHOTON_REF_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}(:([0-9]{1,9}|latest))?$"
 LATEST = "latest"
 
 _PHOTON_REF = re.compile(PHOTON_REF_PATTERN)
@@ -80,10 +81,12 @@ def split_photon_ref(ref: str) -> tuple[str, int | None]:
 class AutoscalingSpec(BaseModel):
     """How many replicas, and how fast to change their number (see ``docs/deployments.md``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    min_replicas: int = Field(default=1, ge=0, description="0 allows scaling to zero when idle")
-    max_replicas: int = Field(default=1, ge=1)
+    min_replicas: int = Field(
+        default=1, ge=0, le=MAX_REPLICAS, description="0 allows scaling to zero when idle"
+    )
+    max_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     target_in_flight: float = Field(
         default=4.0, gt=0, description="in-flight requests one replica should carry"
     )
@@ -109,7 +112,7 @@ class AutoscalingSpec(BaseModel):
 class DeploymentSpec(BaseModel):
     """What the user asks for: ``nubis deploy`` and ``POST /api/v1/deployments`` send this."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=DEPLOYMENT_NAME_PATTERN, description="lower-case letters, digits and '-'")
     photon: str = Field(
@@ -129,6 +132,7 @@ class DeploymentSpec(BaseModel):
         bad = sorted(k for k in env if not is_valid_secret_name(k))
         if bad:
             raise ValueError(f"env names {bad!r} are not valid: {SECRET_NAME_RULE}")
+        check_env(env)
         return env
 
     @field_validator("secrets")
@@ -141,6 +145,7 @@ class DeploymentSpec(BaseModel):
         both = sorted(set(self.env) & set(self.secrets))
         if both:
             raise ValueError(f"{both!r} are set both in env and as secrets: keep one")
+        check_spec_size(self.model_dump_json(), what="deployment")
         return self
 
 
@@ -195,7 +200,7 @@ class DeploymentUpdateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     photon: str | None = Field(default=None, pattern=PHOTON_REF_PATTERN)
-    min_replicas: int | None = Field(default=None, ge=0)
-    max_replicas: int | None = Field(default=None, ge=1)
+    min_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     access: Literal["private", "public"] | None = None
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nubis.models.deployments import tolerant_enum
+from nubis.models.limits import MAX_TIMEOUT_S, check_command, check_env, check_finite_json, check_spec_size
 from nubis.models.resources import Resources
 from nubis.models.secrets import check_secret_names
 
@@ -64,7 +65,7 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
 class JobSpec(BaseModel):
     """What ``nubis job submit`` and ``POST /api/v1/jobs`` send."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(
         default=None, pattern=JOB_NAME_PATTERN, description="lower-case letters, digits and '-'"
@@ -80,7 +81,9 @@ class JobSpec(BaseModel):
         default=None, description="storage path of a zip of the working directory, unpacked as the cwd"
     )
     max_retries: int = Field(default=0, ge=0, le=20, description="restarts of the whole gang after a failure")
-    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit of one attempt")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="wall-clock limit of one attempt"
+    )
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher is admitted first")
 
     @field_validator("command")
@@ -88,11 +91,13 @@ class JobSpec(BaseModel):
     def _command(cls, command: list[str]) -> list[str]:
         if not command[0].strip():
             raise ValueError("the command is empty")
+        check_command(command)
         return command
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        check_env(env)
         return _check_env(env)
 
     @field_validator("secrets")
@@ -105,13 +110,14 @@ class JobSpec(BaseModel):
         both = sorted(set(self.env) & set(self.secrets))
         if both:
             raise ValueError(f"{both!r} are set both in env and as secrets: keep one")
+        check_spec_size(self.model_dump_json(), what="job")
         return self
 
 
 class TrainRequest(BaseModel):
     """``POST /api/v1/train``: a job running the built-in trainer; its result becomes a model version."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     model_name: Literal["logreg", "mlp", "cnn"] = Field(description="the architecture")
     data_path: str = Field(
@@ -134,7 +140,7 @@ class TrainRequest(BaseModel):
     )
     max_retries: int = Field(default=2, ge=0, le=20)
     priority: int = Field(default=0, ge=-1000, le=1000)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
 
 
 class Worker(BaseModel):
@@ -184,5 +190,10 @@ class MetricsReport(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    epoch: int | None = Field(default=None, ge=0)
-    epochs: int | None = Field(default=None, ge=0)
+    epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    epochs: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _finite(self) -> MetricsReport:
+        check_finite_json(self.model_extra or {})
+        return self

@@ -12,7 +12,7 @@ from nubis.models.deployments import AutoscalingSpec
 from nubis.models.jobs import MODEL_NAME_PATTERN
 from nubis.models.resources import Resources
 
-MODEL_REF_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}(:([0-9]+|latest))?$"
+MODEL_REF_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}(:([0-9]{1,9}|latest))?$"
 _MODEL_REF = re.compile(MODEL_REF_PATTERN)
 
 

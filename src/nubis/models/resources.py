@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,6 +22,8 @@ def parse_bytes(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError("a size must be a number of bytes or a string such as '2Gi'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a size must be a finite number")
         if value < 0:
             raise ValueError("a size cannot be negative")
         return int(value)
@@ -34,11 +37,11 @@ def parse_bytes(value: int | float | str) -> int:
 class Resources(BaseModel):
     """What one replica (or one job worker) needs: ``Resources(cpu=1, memory="2Gi", gpu=0)``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    cpu: float = Field(default=1.0, gt=0, description="CPU cores")
-    memory: int = Field(default=2**30, ge=0, description="bytes; accepts strings such as '2Gi'")
-    gpu: int = Field(default=0, ge=0, description="number of GPUs")
+    cpu: float = Field(default=1.0, gt=0, le=2**20, description="CPU cores")
+    memory: int = Field(default=2**30, ge=0, le=2**60, description="bytes; accepts strings such as '2Gi'")
+    gpu: int = Field(default=0, ge=0, le=2**20, description="number of GPUs")
     gpu_type: str | None = None
 
     @field_validator("memory", mode="before")

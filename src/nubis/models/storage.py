@@ -22,13 +22,19 @@ class InvalidPathError(BadRequestError):
 def normalize_path(path: str, *, allow_empty: bool = False) -> str:
     """``a//b/./c/`` → ``a/b/c``.
 
-    Rejects ``..``, absolute paths, backslashes, control and unencodable characters, names
-    longer than a file system allows, and the reserved ``.nubis-tmp`` folder. The result never
-    starts with ``/``, never has an empty, ``.`` or ``..`` segment, and normalising it again
-    changes nothing.
+    Rejects ``..``, absolute paths, backslashes, control, format (such as U+202E, which shows
+    text backwards) and unencodable characters, U+FFFD (what invalid UTF-8 in a URL decodes to),
+    names longer than a file system allows, and the reserved ``.nubis-tmp`` folder. The result is
+    NFC-normalised (one spelling per name: "é" is one code point), never starts with ``/``, never
+    has an empty, ``.`` or ``..`` segment, and normalising it again changes nothing.
     """
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in path):
         raise InvalidPathError("paths cannot contain control characters")
+    if "\ufffd" in path:
+        raise InvalidPathError("paths must be valid UTF-8 (this one holds U+FFFD, the mark of invalid bytes)")
+    if any(unicodedata.category(c) == "Cf" for c in path):
+        raise InvalidPathError("paths cannot contain invisible format characters (such as U+202E or U+200B)")
+    path = unicodedata.normalize("NFC", path)
     if "\\" in path:
         raise InvalidPathError("use '/' to separate folders, not '\\'")
     if path.startswith("/"):

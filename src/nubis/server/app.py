@@ -11,17 +11,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from nubis._version import __version__
 from nubis.backends.local import LocalBackend
 from nubis.errors import (
+    BadRequestError,
     MethodNotAllowedError,
     NotFoundError,
     NubisError,
     ValidationError,
 )
 from nubis.home import write_private
+from nubis.models.limits import MAX_JSON_BODY
 from nubis.openapi_docs import install_docs
+from nubis.server.body_limit import BodySizeLimit
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.gateway_process import start_gateway, stop_gateway
@@ -35,6 +39,8 @@ from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore
 
 log = logging.getLogger("nubis.server")
+# Uploads that stream to disk with their own limits; every other body is JSON, 1 MiB at most.
+STREAMED_UPLOADS = (("PUT", "/api/v1/storage/"), ("POST", "/api/v1/photons"))
 
 
 def build_context(settings: ServerSettings) -> ServerContext:
@@ -99,6 +105,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     _install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body=MAX_JSON_BODY, streamed=STREAMED_UPLOADS)
     return app
 
 
@@ -126,11 +133,30 @@ def _install_error_handlers(app: FastAPI) -> None:
             return error_json(MethodNotAllowedError(f"{request.method} is not allowed here"))
         if exc.status_code == 404:
             return error_json(NotFoundError(f"no route {request.url.path}; see /docs"))
+        if exc.status_code == 400:
+            return error_json(BadRequestError(_unreadable_body(exc)))
         err = NubisError(str(exc.detail))
         err.http_status = exc.status_code  # type: ignore[misc]
         return error_json(err)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_went_away(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("the client went away during %s %s", request.method, request.url.path)
+        return error_json(BadRequestError("the client went away before the end of the request"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_json(NubisError("internal error: the server logged the details"))
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> str:
+    """FastAPI's "error parsing the body", said with its cause."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "the request body is not UTF-8: send JSON encoded as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the JSON body is nested too deeply"
+    if isinstance(cause, ClientDisconnect):
+        return "the client went away before the end of the request"
+    return str(exc.detail)

@@ -13,7 +13,7 @@ from nubis.photon.bundle import MANIFEST, content_hash
 from nubis.server.services import photon_bundles
 
 FILES = {
-    "photon.py": b"import nubis\n",
+    "photon.py": b"import nubis\n\n\nclass Demo(nubis.Photon):\n    def run(self) -> None: ...\n",
     "data/empty.txt": b"",
     "data/bär.txt": "ünïcode".encode(),
     "big.bin": bytes(range(256)) * 9000,  # more than one read chunk

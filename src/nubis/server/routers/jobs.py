@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from nubis.models.jobs import Job, JobEvent, JobSpec, JobStatus, MetricsReport, TrainRequest
+from nubis.models.limits import MAX_VERSION
 from nubis.server.deps import Context, Reader, Session, Writer
 from nubis.server.services import jobs, models
 
@@ -53,7 +54,7 @@ async def job_logs(
     ref: str, caller: Reader, session: Session, ctx: Context,
     worker: Annotated[int, Query(ge=0, le=1000)] = 0,
     tail: Annotated[int, Query(ge=1, le=10000)] = 100,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> list[str]:
     """The last lines of one worker's output (current attempt unless `attempt` is given)."""
     return await jobs.logs(session, ctx, caller, ref, worker=worker, tail=tail, attempt=attempt)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from nubis.models.jobs import (
     MetricsReport,
     Worker,
 )
+from nubis.models.limits import check_code_archive
 from nubis.models.resources import Resources
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
@@ -109,12 +111,20 @@ def check_gang_fits(ctx: ServerContext, resources: Resources, workers: int) -> N
 
 
 def _check_code(ctx: ServerContext, caller: Caller, code: str | None) -> None:
+    """The code archive is in storage, is a zip, and stays within the limits once unpacked."""
     if code is None:
         return
     try:
-        ctx.store.files(caller.workspace).info(code)
+        fh, size = ctx.store.files(caller.workspace).open_sized(code)
     except NotFoundError:
         raise ValidationError(f"the job's code archive {code!r} is not in storage: upload it first") from None
+    try:
+        with fh, zipfile.ZipFile(fh) as zf:  # reads the central directory only
+            check_code_archive(zf.infolist(), archive_size=size)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValidationError(f"the job's code archive {code!r} is not a zip file: {exc}") from None
+    except ValueError as exc:
+        raise ValidationError(str(exc), details={"code": code}) from None
 
 
 async def create(

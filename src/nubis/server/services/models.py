@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nubis.errors import NotFoundError, NubisError, ValidationError
 from nubis.models.deployments import Deployment, DeploymentSpec
 from nubis.models.jobs import BUILTIN_DATASETS, Job, JobSpec, TrainRequest
+from nubis.models.limits import parse_version
 from nubis.models.models import Model, ModelDeployRequest, ModelVersion
 from nubis.models.resources import Resources
 from nubis.models.storage import normalize_path
@@ -179,11 +180,10 @@ async def derive(session: AsyncSession, ctx: ServerContext, caller: Caller, name
 
 
 def _parse_version(version: str) -> int | None:
-    if version == "latest":
-        return None
-    if not version.isdigit():
-        raise ValidationError(f"a version is a number or 'latest', not {version[:40]!r}")
-    return int(version)
+    try:
+        return parse_version(version)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 async def get_row_or_raise(session: AsyncSession, caller: Caller, name: str, version: str) -> ModelVersionRow:

@@ -1,7 +1,8 @@
 """Receiving and checking a pushed bundle before anything is stored.
 
 A bundle is accepted only when it is a zip with a valid ``manifest.json``, safe member paths,
-source files whose hash matches the manifest's, and the entrypoint file among them.
+source files whose hash matches the manifest's, the entrypoint file among them, and handlers
+that its source defines (``photon_handlers``, read with ``ast``, never imported).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pydantic
 from nubis.errors import BundleError, PayloadTooLargeError, UnsupportedMediaTypeError
 from nubis.models.photons import MANIFEST_FORMAT, PHOTON_NAME_PATTERN, PhotonManifest
 from nubis.photon.bundle import MANIFEST, is_safe_member
+from nubis.server.services import photon_handlers
 
 MAX_BUNDLE_BYTES = 512 * 2**20
 MAX_SOURCE_BYTES = 2**30
@@ -82,6 +84,8 @@ def validate(fh: IO[bytes]) -> PhotonManifest:
             _check_members(members)
             _check_entrypoint(manifest, {m.filename for m in members})
             digest = _hash(zf, members)
+            if digest == manifest.content_hash:  # the source is the one built: read its handlers
+                photon_handlers.check_handlers(zf, manifest, [m.filename for m in members])
         except _DAMAGED as exc:
             raise BundleError(f"the bundle is damaged: {exc}") from None
     if digest != manifest.content_hash:
