@@ -80,6 +80,14 @@ class PayloadTooLargeError(NubisError):
     http_status = 413
 
 
+class HeadersTooLargeError(NubisError):
+    """The request's headers are over the server's size or count limit (answered before parsing
+    anything else)."""
+
+    code = "headers_too_large"
+    http_status = 431
+
+
 class UnsupportedMediaTypeError(NubisError):
     code = "unsupported_media_type"
     http_status = 415

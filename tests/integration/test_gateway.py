@@ -23,6 +23,7 @@ from servers import EXAMPLES, ROOT, PhotonProcess, free_port, photon_process, st
 
 ECHO = EXAMPLES / "echo"
 TOKEN = "nbs_gateway-test-token"
+GATEWAY_TOKEN = "nbs_the-gateway-own-token"  # what /metrics asks for
 NAPPER = '''
 import time
 import nubis
@@ -62,17 +63,21 @@ class Gateway:
         raise TimeoutError(f"the gateway did not take routes version {version}")
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics").text
+        resp = httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"})
+        assert resp.status_code == 200, resp.text
+        return resp.text
 
 
 @contextlib.contextmanager
-def gateway_process(routes: Path, log: Path) -> Iterator[Gateway]:
+def gateway_process(routes: Path, log: Path, *, log_level: str = "warning") -> Iterator[Gateway]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    token_file = log.with_name("gateway.token")
+    token_file.write_text(GATEWAY_TOKEN + "\n")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nubis.gateway", "--port", str(port), "--routes-file",
-             str(routes), "--log-level", "warning"],
+             str(routes), "--token-file", str(token_file), "--log-level", log_level],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         try:
@@ -90,10 +95,12 @@ def gateway_process(routes: Path, log: Path) -> Iterator[Gateway]:
 
 
 def deployment(name: str, *replicas: PhotonProcess, access: str = "public",
-               ready: bool = True, **kw: Any) -> dict[str, Any]:
+               ready: bool = True, keys: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+    """A table entry; ``keys`` gives replicas (by URL) the key they demand."""
+    keys = keys or {}
     return {
         "workspace": "ws", "name": name, "access": access,
-        "replicas": [{"replica_id": f"r{i}", "endpoint": r.url, "ready": ready}
+        "replicas": [{"replica_id": f"r{i}", "endpoint": r.url, "ready": ready, "key": keys.get(r.url)}
                      for i, r in enumerate(replicas)],
         **kw,
     }
@@ -152,20 +159,34 @@ def test_metrics_count_requests_by_deployment_and_status(
     assert metric(text, f'nubis_gateway_requests_total{{{labels},status="422"}}') == 1
     assert metric(text, f"nubis_gateway_request_seconds_count{{{labels}}}") == 3
     assert metric(text, f"nubis_gateway_in_flight{{{labels}}}") == 0
-    assert (metric(text, 'nubis_gateway_unrouted_requests_total{status="404"}') or 0) >= 1
+    assert (metric(text, 'nubis_gateway_unrouted_requests_total{status="401"}') or 0) >= 1
 
 
-def test_unknown_deployment_is_404_with_the_error_body(gateway: Gateway,
-                                                       replica_a: PhotonProcess) -> None:
+def refused(workspace: str, name: str) -> dict[str, Any]:
+    """The one answer for an unknown deployment and for a private one without a valid token."""
+    return {"error": {
+        "code": "unauthorized",
+        "message": f"no deployment {workspace}/{name} that this caller may use: check the name "
+                   "and, for a private deployment, send 'Authorization: Bearer <token>' with a "
+                   "token of its workspace",
+        "details": {"workspace": workspace, "deployment": name},
+    }}
+
+
+def test_unknown_deployment_is_401_and_a_path_without_one_is_404(
+    gateway: Gateway, replica_a: PhotonProcess
+) -> None:
     gateway.set_routes(deployment("echo", replica_a))
-    for path in ("/ws/missing/echo", "/other/echo/echo", "/ws"):
-        resp = httpx.post(gateway.url + path, json={"text": "x"})
-        assert resp.status_code == 404
-        assert resp.json() == {"error": {
-            "code": "not_found",
-            "message": f"no deployment at {path}: use /<workspace>/<deployment>/<path>",
-            "details": {"path": path},
-        }}
+    for workspace, name, path in (("ws", "missing", "/echo"), ("other", "echo", "/echo")):
+        resp = httpx.post(f"{gateway.url}/{workspace}/{name}{path}", json={"text": "x"})
+        assert (resp.status_code, resp.json()) == (401, refused(workspace, name))
+    resp = httpx.post(f"{gateway.url}/ws", json={"text": "x"})
+    assert resp.status_code == 404
+    assert resp.json() == {"error": {
+        "code": "not_found",
+        "message": "no deployment at /ws: use /<workspace>/<deployment>/<path>",
+        "details": {"path": "/ws"},
+    }}
 
 
 def test_private_needs_a_token_and_it_is_not_forwarded(
@@ -182,9 +203,7 @@ def test_private_needs_a_token_and_it_is_not_forwarded(
         url = f"{gateway.url}/ws/private/echo"
         for headers in ({}, {"Authorization": "Bearer nbs_wrong"}, {"Authorization": TOKEN}):
             resp = httpx.post(url, json={"text": "x"}, headers=headers)
-            assert resp.status_code == 401
-            assert resp.json()["error"]["code"] == "unauthorized"
-            assert "ws/private is private" in resp.json()["error"]["message"]
+            assert (resp.status_code, resp.json()) == (401, refused("ws", "private"))
         resp = httpx.post(url, json={"text": "x"}, headers={"Authorization": f"Bearer {TOKEN}"})
         assert resp.status_code == 401  # from the replica: the gateway stripped the token
         assert "missing or wrong token" in resp.json()["error"]["message"]

@@ -16,6 +16,7 @@ CONTRACT = [
     (errors.NoCapacityError, "no_capacity", 409),
     (errors.EnvironmentPendingError, "environment_pending", 409),
     (errors.PayloadTooLargeError, "payload_too_large", 413),
+    (errors.HeadersTooLargeError, "headers_too_large", 431),
     (errors.UnsupportedMediaTypeError, "unsupported_media_type", 415),
     (errors.ValidationError, "validation_error", 422),
     (errors.HandlerError, "handler_error", 500),

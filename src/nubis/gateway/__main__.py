@@ -1,15 +1,18 @@
 """``python -m nubis.gateway``: serve deployments from a routing table (a URL or a file).
 
-    python -m nubis.gateway --port 8090 --routes-url http://127.0.0.1:8000/api/v1/routes --token T
-    python -m nubis.gateway --port 8090 --routes-file routes.json
+    python -m nubis.gateway --port 8090 --routes-url http://127.0.0.1:8000/api/v1/routes --token-file F
+    python -m nubis.gateway --port 8090 --routes-file routes.json [--token-file F]
+
+The token (towards the control plane, and the one ``/metrics`` asks for) is read from a file that
+only its owner can read: neither the command line nor the environment shows it to other processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
-import os
 import socket
 import sys
 from pathlib import Path
@@ -20,6 +23,7 @@ from nubis.gateway.metrics import GatewayMetrics
 from nubis.gateway.proxy import GatewayApp, GatewaySettings
 from nubis.gateway.routing import Router
 from nubis.gateway.sources import FileSource, LoadReporter, URLSource
+from nubis.photon.http_limits import LimitedHttpToolsProtocol
 from nubis.photon.serve import configure_logging, run_until_signal
 
 log = logging.getLogger("nubis.gateway")
@@ -65,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--routes-url", help="control-plane URL that answers the routing table")
     source.add_argument("--routes-file", type=Path, help="JSON routing table, re-read on change")
-    parser.add_argument("--token", default=os.environ.get("NUBIS_GATEWAY_TOKEN"),
-                        help="bearer token for --routes-url and --report-url "
-                             "(default: $NUBIS_GATEWAY_TOKEN)")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the gateway's token: sent to --routes-url and "
+                             "--report-url, and needed to read /metrics")
+    secret.add_argument("--token", default=None,
+                        help="the token itself (visible to `ps`: prefer --token-file)")
     parser.add_argument("--report-url", default=None, help="POST per-deployment load here every 1 s")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls")
     parser.add_argument("--max-tries", type=int, default=3,
@@ -77,14 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    settings = GatewaySettings(max_tries=args.max_tries,
-                               connections_per_host=args.connections_per_replica,
-                               gateway_id=args.gateway_id)
+    token = args.token
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip() or None
+        except OSError as exc:
+            parser.error(f"cannot read --token-file {args.token_file}: {exc.strerror}")
+    settings = GatewaySettings(
+        max_tries=args.max_tries, connections_per_host=args.connections_per_replica,
+        gateway_id=args.gateway_id,
+        metrics_token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else None,
+    )
     app = build_gateway(routes_url=args.routes_url, routes_file=args.routes_file,
-                        token=args.token, report_url=args.report_url, settings=settings,
+                        token=token, report_url=args.report_url, settings=settings,
                         poll_interval=args.poll_interval)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=args.host, port=args.port, loop="uvloop", http=LimitedHttpToolsProtocol,
+        lifespan="on",
         access_log=False, proxy_headers=False, server_header=False, date_header=False,
         log_level=args.log_level, timeout_graceful_shutdown=10, backlog=2048,
     )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nubis.photon.runtime import REPLICA_KEY_HEADER
+
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
 # the gateway sets these itself, towards the replica
+# (and the replica key: only the gateway's own, added per replica, may reach a replica)
 REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-host",
-                             b"x-forwarded-proto"}
+                             b"x-forwarded-proto", REPLICA_KEY_HEADER.encode()}
 # uvicorn frames the body (content-length stays when the replica sent one)
 RESPONSE_DROP = HOP_BY_HOP
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -30,6 +32,7 @@ from nubis.gateway.routing import (
     Router,
     split_path,
 )
+from nubis.photon.runtime import REPLICA_KEY_HEADER
 
 log = logging.getLogger("nubis.gateway")
 
@@ -62,6 +65,7 @@ class GatewaySettings:
     unknown_wait_s: float = 1.5  # an unlisted deployment waits for one more table (> 1 poll) before 404
     connections_per_host: int = 256
     gateway_id: str = "gateway"
+    metrics_token_sha256: str | None = None  # /metrics needs this token (none: /metrics refused)
 
 
 class _BodyTooLarge(Exception):
@@ -131,21 +135,40 @@ class GatewayApp:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         parsed = split_path(scope.get("raw_path") or scope["path"].encode())
-        dep = None
-        if parsed is not None:
-            dep = self.router.get(parsed[0], parsed[1])
-            if dep is None:
-                dep = await self.router.get_or_wait(parsed[0], parsed[1], self.settings.unknown_wait_s)
-        if dep is None or parsed is None:
+        if parsed is None:
             await self._own_paths(scope, send)
+            return
+        workspace, name, rest = parsed
+        dep = await self._admit(workspace, name, header(scope["headers"], b"authorization"))
+        if dep is None:
+            self.metrics.unrouted.labels("401").inc()
+            await _send_error(send, _Unauthorized(
+                f"no deployment {workspace}/{name} that this caller may use: check the name and, "
+                "for a private deployment, send 'Authorization: Bearer <token>' with a token of "
+                "its workspace", details={"workspace": workspace, "deployment": name}))
             return
         started = time.perf_counter()
         status = 500
         try:
-            status = await self._serve(dep, parsed[2], scope, receive, send)
+            status = await self._serve(dep, rest, scope, receive, send)
         finally:
             dep.finished += 1
             dep.metrics.observe(status, time.perf_counter() - started)
+
+    async def _admit(self, workspace: str, name: str, authorization: bytes | None) -> Deployment | None:
+        """The deployment if it is listed and the caller may use it; else None, after waiting
+        once for the next table (a deployment or token created a moment ago is one poll away).
+        An unknown deployment and a refused token take the same path, so the answer and its
+        timing do not tell whether a private deployment exists."""
+        dep = self.router.get(workspace, name)
+        if dep is not None and dep.allows(authorization, now=time.time()):
+            return dep
+        if not await self.router.wait_table(self.settings.unknown_wait_s):
+            return None
+        dep = self.router.get(workspace, name)
+        if dep is not None and dep.allows(authorization, now=time.time()):
+            return dep
+        return None
 
     async def _own_paths(self, scope: Scope, send: Send) -> None:
         path = scope["path"]
@@ -154,6 +177,11 @@ class GatewayApp:
             await _send_body(send, 200, JSON_HEADERS, body)
             return
         if path == "/metrics":
+            if not self._may_read_metrics(header(scope["headers"], b"authorization")):
+                await _send_error(send, _Unauthorized(
+                    "the gateway's /metrics needs 'Authorization: Bearer <the gateway's token>' "
+                    "(the token it was started with, --token-file)"))
+                return
             self._set_gauges()
             await _send_body(send, 200, [(b"content-type", CONTENT_TYPE.encode())],
                              self.metrics.render())
@@ -168,15 +196,18 @@ class GatewayApp:
             dep.metrics.in_flight.set(dep.in_flight)
             dep.metrics.queued.set(dep.queued)
 
+    def _may_read_metrics(self, authorization: bytes | None) -> bool:
+        expected = self.settings.metrics_token_sha256
+        if expected is None or not authorization or authorization[:7].lower() != b"bearer ":
+            return False
+        digest = hashlib.sha256(authorization[7:].strip()).hexdigest()
+        return hmac.compare_digest(digest, expected)
+
     async def _serve(
         self, dep: Deployment, rest: bytes, scope: Scope, receive: Receive, send: Send
     ) -> int:
         route = dep.route
         headers = scope["headers"]
-        if not dep.allows(header(headers, b"authorization")):
-            return await _send_error(send, _Unauthorized(
-                f"{dep.label} is private: send 'Authorization: Bearer <token>' with a token of "
-                f"workspace {route.workspace}"))
         length = header(headers, b"content-length")
         if length is not None and length.isdigit() and int(length) > route.max_body_bytes:
             return await _send_error(send, _too_large(dep))
@@ -226,8 +257,9 @@ class GatewayApp:
             dep.in_flight += 1
             try:
                 data = body.iterate() if isinstance(body, _StreamedBody) else body
+                sent = [*headers, (REPLICA_KEY_HEADER, replica.key)] if replica.key else headers
                 async with self.session.request(
-                    method, URL(replica.endpoint + path, encoded=True), headers=headers,
+                    method, URL(replica.endpoint + path, encoded=True), headers=sent,
                     data=data, timeout=timeout, allow_redirects=False,
                 ) as resp:
                     return await _relay(resp, send, watch)

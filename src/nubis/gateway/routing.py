@@ -28,6 +28,7 @@ class Replica:
     replica_id: str
     endpoint: str
     ready: bool
+    key: str | None = field(default=None, repr=False)  # sent as X-Nubis-Replica-Key
     outstanding: int = 0
     failed_until: float = 0.0
 
@@ -41,6 +42,7 @@ class Deployment:
     replicas: list[Replica] = field(default_factory=list)
     ready: list[Replica] = field(default_factory=list)
     token_hashes: frozenset[str] = frozenset()
+    token_expiry: dict[str, float] = field(default_factory=dict)  # sha256 hex → unix time
     queued: int = 0  # held for lack of a ready replica
     in_flight: int = 0  # sent to a replica, answer not finished
     finished: int = 0  # since the last load report
@@ -56,6 +58,7 @@ class Deployment:
         old = {r.replica_id: r for r in self.replicas}
         self.route = route
         self.token_hashes = frozenset(route.token_hashes)
+        self.token_expiry = {h: at.timestamp() for h, at in route.token_expires_at.items()}
         self.client_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=min(route.timeout_s, CONNECT_TIMEOUT_S), sock_read=route.timeout_s
         )
@@ -65,14 +68,18 @@ class Deployment:
             self._changed.set()
             self._changed = None
 
-    def allows(self, authorization: bytes | None) -> bool:
-        """Public, or ``Bearer <token>`` whose sha256 is listed."""
+    def allows(self, authorization: bytes | None, *, now: float) -> bool:
+        """Public, or ``Bearer <token>`` whose sha256 is listed and not expired at ``now`` (unix
+        time: an expired token stops working here even when no newer table arrives)."""
         if self.route.access == "public":
             return True
         if not authorization or authorization[:7].lower() != b"bearer ":
             return False
-        token = authorization[7:].strip()
-        return hashlib.sha256(token).hexdigest() in self.token_hashes
+        digest = hashlib.sha256(authorization[7:].strip()).hexdigest()
+        if digest not in self.token_hashes:
+            return False
+        expires = self.token_expiry.get(digest)
+        return expires is None or now < expires
 
     def pick(self, tried: Iterable[Replica] = (), *, now: float) -> Replica | None:
         """The ready replica with the fewest outstanding requests, ties taken in turn; replicas
@@ -135,8 +142,8 @@ class Deployment:
 
 
 def _merge(old: Replica | None, route: ReplicaRoute) -> Replica:
-    if old is None or old.endpoint != route.endpoint:
-        return Replica(route.replica_id, route.endpoint, route.ready)
+    if old is None or old.endpoint != route.endpoint or old.key != route.key:
+        return Replica(route.replica_id, route.endpoint, route.ready, route.key)
     old.ready = route.ready
     return old
 
@@ -178,20 +185,18 @@ class Router:
             self._applied.set()
             self._applied = None
 
-    async def get_or_wait(self, workspace: str, name: str, timeout: float) -> Deployment | None:
-        """The deployment, or — if the table does not list it yet — wait for the next table once
-        (a deployment created a moment ago is one poll away)."""
-        dep = self.deployments.get((workspace, name))
-        if dep is not None or timeout <= 0:
-            return dep
+    async def wait_table(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the next table; False if none came."""
+        if timeout <= 0:
+            return False
         if self._applied is None:
             self._applied = asyncio.Event()
         try:
             async with asyncio.timeout(timeout):
                 await self._applied.wait()
         except TimeoutError:
-            return None
-        return self.deployments.get((workspace, name))
+            return False
+        return True
 
     def live(self) -> list[Deployment]:
         """Listed deployments, and unlisted ones that still have requests (for load reports)."""

@@ -23,6 +23,11 @@ class ReplicaRoute(BaseModel):
     replica_id: str
     endpoint: str = Field(pattern=r"^https?://[^/\s]+$", description="http://host:port, no path")
     ready: bool = False
+    key: str | None = Field(
+        default=None, repr=False,
+        description="the replica's key: the gateway sends it as X-Nubis-Replica-Key (the replica "
+                    "refuses requests without it)",
+    )
 
 
 class DeploymentRoute(BaseModel):
@@ -36,6 +41,11 @@ class DeploymentRoute(BaseModel):
     token_hashes: list[str] = Field(
         default_factory=list,
         description="sha256 hex of every token that may call a private deployment",
+    )
+    token_expires_at: dict[str, datetime] = Field(
+        default_factory=dict,
+        description="expiry of the hashes in token_hashes that expire: the gateway refuses them "
+                    "from then on, also while it cannot reach the control plane",
     )
     replicas: list[ReplicaRoute] = Field(default_factory=list)
     min_replicas: int = Field(default=0, ge=0)

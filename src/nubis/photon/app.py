@@ -22,7 +22,7 @@ from nubis.openapi_docs import install_docs
 from nubis.photon.metrics import CONTENT_TYPE, PhotonMetrics
 from nubis.photon.photon import Photon
 from nubis.photon.routes import JSON, HandlerRoute, error_response
-from nubis.photon.runtime import PhotonRuntime, PhotonState, ServeSettings
+from nubis.photon.runtime import REPLICA_KEY_HEADER, PhotonRuntime, PhotonState, ServeSettings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 REF = "#/components/schemas/{model}"
@@ -122,6 +122,8 @@ def build_app(
     app.openapi = lambda: _openapi(app, routes)  # type: ignore[method-assign]
     if settings.token:
         app.add_middleware(TokenMiddleware, token=settings.token)  # type: ignore[arg-type]
+    if settings.replica_key:  # outermost: checked before anything else
+        app.add_middleware(ReplicaKeyMiddleware, key=settings.replica_key)  # type: ignore[arg-type]
     return app
 
 
@@ -151,6 +153,38 @@ class TokenMiddleware:
             )
             await error_response(err)(scope, receive, send)
             return
+        await self.app(scope, receive, send)
+
+
+class ReplicaKeyMiddleware:
+    """A replica answers only its gateway: every path but health needs ``X-Nubis-Replica-Key``
+    (compared in constant time), and the header is removed before the photon sees the request."""
+
+    HEADER = REPLICA_KEY_HEADER.encode()
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        headers = []
+        for key, value in scope["headers"]:
+            if key == self.HEADER:
+                given = value
+            else:
+                headers.append((key, value))
+        if not hmac.compare_digest(given, self.expected):
+            err = UnauthorizedError(
+                "this replica answers only its gateway: call the deployment through the gateway",
+                details={"header": REPLICA_KEY_HEADER},
+            )
+            await error_response(err)(scope, receive, send)
+            return
+        scope["headers"] = headers
         await self.app(scope, receive, send)
 
 

@@ -18,6 +18,9 @@ from nubis.photon.photon import Photon
 log = logging.getLogger("nubis.photon")
 
 DEFAULT_MAX_BODY = 64 * 2**20
+REPLICA_KEY_ENV = "NUBIS_REPLICA_KEY"
+"""Set by a backend on a replica: the key its gateway sends in :data:`REPLICA_KEY_HEADER`."""
+REPLICA_KEY_HEADER = "x-nubis-replica-key"
 
 
 def _env_flag(name: str) -> bool:
@@ -33,6 +36,7 @@ class ServeSettings:
     token: str | None = None
     threads: int = 32
     graceful_timeout: float = 30.0
+    replica_key: str | None = field(default=None, repr=False)  # only the gateway sends it
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeSettings:
@@ -42,6 +46,7 @@ class ServeSettings:
             "token": os.environ.get("NUBIS_PHOTON_TOKEN") or None,
             "threads": int(os.environ.get("NUBIS_THREADS", "32")),
             "graceful_timeout": float(os.environ.get("NUBIS_GRACEFUL_TIMEOUT", "30")),
+            "replica_key": os.environ.get(REPLICA_KEY_ENV) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

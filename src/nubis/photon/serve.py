@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -13,8 +14,9 @@ from nubis.errors import NubisError
 from nubis.models.resources import parse_bytes
 from nubis.photon.app import build_app
 from nubis.photon.build import manifest_for
+from nubis.photon.http_limits import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
 from nubis.photon.loader import load_photon
-from nubis.photon.runtime import ServeSettings
+from nubis.photon.runtime import REPLICA_KEY_ENV, ServeSettings
 
 log = logging.getLogger("nubis.photon")
 
@@ -40,6 +42,7 @@ def serve(
     """Serve until SIGINT/SIGTERM; returns the process exit code (1 if loading or init() failed)."""
     configure_logging(log_level)
     settings = settings or ServeSettings.from_env()
+    os.environ.pop(REPLICA_KEY_ENV, None)  # kept in settings only: user code never sees it
     try:
         loaded = load_photon(target)
     except NubisError as exc:
@@ -55,7 +58,8 @@ def serve(
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=settings.graceful_timeout,
-        h11_max_incomplete_event_size=64 * 1024,
+        http=LimitedHttpToolsProtocol,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )
     server = uvicorn.Server(config)
     init_failed: list[str] = []

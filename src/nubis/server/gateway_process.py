@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from nubis.home import write_private
 from nubis.server.settings import ServerSettings
 
 START_TIMEOUT_S = 20.0
@@ -33,6 +34,12 @@ class GatewayProcess:
 
 def _pid_file(settings: ServerSettings) -> Path:
     return settings.home / "gateway.pid"
+
+
+def token_file(settings: ServerSettings) -> Path:
+    """The gateway's token (0600): read by the gateway, never passed in its argv or environment,
+    where other processes of the same user (workloads) could read it."""
+    return settings.home / "gateway.token"
 
 
 def _alive(pid: int) -> bool:
@@ -66,9 +73,10 @@ def start_gateway(settings: ServerSettings, token: str) -> GatewayProcess:
     argv = [
         sys.executable, "-m", "nubis.gateway", "--host", settings.host,
         "--port", str(settings.gateway_port), "--routes-url", f"{api}/routes", "--report-url", f"{api}/load",
-        "--poll-interval", str(POLL_INTERVAL_S),
+        "--poll-interval", str(POLL_INTERVAL_S), "--token-file", str(token_file(settings)),
     ]
-    env = {**os.environ, "NUBIS_GATEWAY_TOKEN": token}  # not on the command line: `ps` shows argv
+    write_private(token_file(settings), (token + "\n").encode())
+    env = {k: v for k, v in os.environ.items() if k != "NUBIS_GATEWAY_TOKEN"}
     proc = subprocess.Popen(argv, env=env, start_new_session=True)  # survives a control-plane crash
     pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT_S

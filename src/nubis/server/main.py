@@ -9,6 +9,7 @@ import os
 import uvicorn
 
 from nubis.home import write_private
+from nubis.photon.http_limits import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
 from nubis.photon.serve import configure_logging, run_until_signal
 from nubis.server.app import build_context, create_app
 from nubis.server.settings import ServerSettings
@@ -32,7 +33,8 @@ def run(settings: ServerSettings, *, log_level: str = "info") -> int:
     ctx = build_context(settings)
     app = create_app(ctx)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
-                            access_log=False, log_level=log_level, timeout_graceful_shutdown=30)
+                            access_log=False, log_level=log_level, timeout_graceful_shutdown=30,
+                            http=LimitedHttpToolsProtocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     server = uvicorn.Server(config)
     info = {"url": settings.url, "gateway_url": settings.gateway_url, "pid": os.getpid()}
     write_private(settings.server_file, json.dumps(info).encode())

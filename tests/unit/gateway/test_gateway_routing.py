@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,8 +11,8 @@ from nubis.gateway.routing import Deployment, Router, split_path
 from nubis.models.routes import DeploymentRoute, ReplicaRoute, RoutingTable
 
 
-def replica(rid: str, *, ready: bool = True, port: int = 9000) -> ReplicaRoute:
-    return ReplicaRoute(replica_id=rid, endpoint=f"http://127.0.0.1:{port}", ready=ready)
+def replica(rid: str, *, ready: bool = True, port: int = 9000, key: str | None = None) -> ReplicaRoute:
+    return ReplicaRoute(replica_id=rid, endpoint=f"http://127.0.0.1:{port}", ready=ready, key=key)
 
 
 def table(version: int, *deployments: DeploymentRoute) -> RoutingTable:
@@ -88,12 +89,34 @@ def test_private_needs_a_listed_token() -> None:
                          route(replica("a"), name="open", access="public"))
     private, public = router.get("ws", "echo"), router.get("ws", "open")
     assert private is not None and public is not None
-    assert private.allows(b"Bearer nbs_good")
-    assert private.allows(b"bearer nbs_good")
-    assert not private.allows(b"Bearer nbs_bad")
-    assert not private.allows(b"nbs_good")
-    assert not private.allows(None)
-    assert public.allows(None)
+    assert private.allows(b"Bearer nbs_good", now=0)
+    assert private.allows(b"bearer nbs_good", now=0)
+    assert not private.allows(b"Bearer nbs_bad", now=0)
+    assert not private.allows(b"nbs_good", now=0)
+    assert not private.allows(None, now=0)
+    assert public.allows(None, now=0)
+
+
+def test_an_expired_token_is_refused_without_a_new_table() -> None:
+    soon, never = hashlib.sha256(b"nbs_soon").hexdigest(), hashlib.sha256(b"nbs_never").hexdigest()
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
+    router = router_with(route(replica("a"), access="private", token_hashes=[soon, never],
+                               token_expires_at={soon: expires}))
+    dep = router.get("ws", "echo")
+    assert dep is not None
+    assert dep.allows(b"Bearer nbs_soon", now=expires.timestamp() - 1)
+    assert not dep.allows(b"Bearer nbs_soon", now=expires.timestamp())
+    assert dep.allows(b"Bearer nbs_never", now=expires.timestamp() + 1e6)
+
+
+def test_replica_key_is_kept_and_a_new_key_is_a_new_replica() -> None:
+    router = router_with(route(replica("a", key="k1")))
+    dep = router.get("ws", "echo")
+    assert dep is not None
+    first = dep.ready[0]
+    assert first.key == "k1" and "k1" not in repr(first)
+    router.apply(table(7, route(replica("a", key="k2"))))
+    assert dep.ready[0] is not first and dep.ready[0].key == "k2"
 
 
 async def test_hold_ends_when_a_ready_replica_arrives() -> None:

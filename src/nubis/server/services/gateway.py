@@ -51,6 +51,12 @@ class LoadBook:
         return self._books.get((workspace, name), DeploymentLoadBook())
 
 
+def replica_key(replica: ReplicaRow) -> str | None:
+    """The key the backend gave the replica (its handle's ``ref``), if it has one."""
+    ref = (replica.handle or {}).get("ref") or {}
+    return ref.get("replica_key") or None
+
+
 async def routing_table(session: AsyncSession) -> RoutingTable:
     rows = (
         await session.execute(
@@ -70,7 +76,7 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
     now = datetime.now(UTC)
     tokens = (
         await session.execute(
-            select(TokenRow.workspace_id, TokenRow.hash, TokenRow.deployment).where(
+            select(TokenRow.workspace_id, TokenRow.hash, TokenRow.deployment, TokenRow.expires_at).where(
                 TokenRow.revoked_at.is_(None),
                 or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > now),
             )
@@ -78,7 +84,10 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
     ).all()
     hashes: dict[str, list[str]] = {}  # workspace tokens: every deployment of the workspace
     scoped: dict[tuple[str, str], list[str]] = {}  # deployment-scoped tokens: that one only
-    for workspace_id, digest, deployment in tokens:
+    expiry: dict[str, datetime] = {}  # the gateway enforces these even without a new table
+    for workspace_id, digest, deployment, expires_at in tokens:
+        if expires_at is not None:
+            expiry[digest] = expires_at
         if deployment is None:
             hashes.setdefault(workspace_id, []).append(digest)
         else:
@@ -86,16 +95,17 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
     routes = []
     for row, workspace in rows:
         spec = DeploymentSpec.model_validate(row.spec)
+        allowed = sorted(hashes.get(row.workspace_id, []) + scoped.get((row.workspace_id, row.name), []))
         routes.append(
             DeploymentRoute(
                 workspace=workspace,
                 name=row.name,
                 access=spec.access,
-                token_hashes=sorted(
-                    hashes.get(row.workspace_id, []) + scoped.get((row.workspace_id, row.name), [])
-                ),
+                token_hashes=allowed,
+                token_expires_at={h: expiry[h] for h in allowed if h in expiry},
                 replicas=[
-                    ReplicaRoute(replica_id=r.id, endpoint=r.endpoint, ready=r.status == ReplicaStatus.ready)
+                    ReplicaRoute(replica_id=r.id, endpoint=r.endpoint, key=replica_key(r),
+                                 ready=r.status == ReplicaStatus.ready)
                     for r in by_deployment.get(row.id, [])
                     if r.endpoint
                 ],
