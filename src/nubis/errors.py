@@ -52,6 +52,14 @@ class NotFoundError(NubisError):
     http_status = 404
 
 
+class IsolationUnavailableError(ForbiddenError):
+    """Workloads cannot be sandboxed here, so members would be as powerful as admins: a second
+    workspace or a non-admin token needs ``nubis up --trust-members``."""
+
+    code = "isolation_unavailable"
+    http_status = 403
+
+
 class MethodNotAllowedError(NubisError):
     code = "method_not_allowed"
     http_status = 405

@@ -10,6 +10,7 @@ CONTRACT = [
     (errors.BadRequestError, "bad_request", 400),
     (errors.UnauthorizedError, "unauthorized", 401),
     (errors.ForbiddenError, "forbidden", 403),
+    (errors.IsolationUnavailableError, "isolation_unavailable", 403),
     (errors.NotFoundError, "not_found", 404),
     (errors.MethodNotAllowedError, "method_not_allowed", 405),
     (errors.ConflictError, "conflict", 409),

@@ -16,8 +16,10 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -50,6 +52,7 @@ from nubis.backends.local_processes import (
     tail_lines,
 )
 from nubis.backends.local_venvs import VirtualenvCache
+from nubis.backends.sandbox import Sandbox
 from nubis.errors import BundleError
 from nubis.photon.bundle import read_manifest
 
@@ -79,20 +82,40 @@ def replica_env(base: Mapping[str, str], spec: ReplicaSpec, *, home: Path,
     return env
 
 
+def workload_env(work: Path, uid: int | None) -> dict[str, str]:
+    """A private tmp and home in the workload's own folder, a user name when it runs as a uid of
+    its own (no passwd entry: ``getpass`` reads ``USER``)."""
+    env = {"TMPDIR": str(work / "tmp"), "HOME": str(work)}
+    if uid is not None:
+        env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})
+    return env
+
+
+def venv_of(python: str) -> list[str]:
+    """The cached virtualenv an interpreter belongs to (read-only to the workload), if any."""
+    return [] if python == sys.executable else [str(Path(python).parent.parent)]
+
+
 class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
     name = "local"
 
     def __init__(self, state_dir: Path, *, cpus: float | None = None, memory: int | None = None,
-                 gpus: list[int] | None = None) -> None:
+                 gpus: list[int] | None = None, sandbox: Sandbox | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.ledger = Ledger(detect_capacity(cpus=cpus, memory=memory, gpus=gpus))
         self.venvs = VirtualenvCache(self.state_dir / "venvs")
+        self.sandbox = sandbox if sandbox is not None else Sandbox.detect(self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.state_dir, self.state_dir / "work", self.state_dir / "jobs"):
+            folder.mkdir(exist_ok=True)
+            folder.chmod(0o711)  # workloads reach their own folders below, and list nothing
+        self._shared_storage: set[str] = set()
         self._replicas: dict[str, TrackedProcess] = {}
         self._exit_codes: dict[tuple[str, int], int | None] = {}  # (id, pid) of forgotten ones
 
-    @property
-    def home(self) -> Path:  # NUBIS_HOME of the replicas: extracted bundles, shared by content hash
-        return self.state_dir / "home"
+    def work_dir(self, replica_id: str) -> Path:
+        """A replica's own folder (cwd, ``NUBIS_HOME`` for its extracted bundle, ``TMPDIR``)."""
+        return self.state_dir / "work" / replica_id
 
     def log_path(self, replica_id: str) -> Path:
         return self.state_dir / "logs" / f"{replica_id}.log"
@@ -121,16 +144,22 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         bundle = str(Path(spec.bundle).resolve())
         log_path = self.log_path(spec.replica_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = replica_env(os.environ, spec, home=self.home, gpus=allocation.gpus)
+        work = self.work_dir(spec.replica_id)
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        for folder in (work, work / "home", work / "tmp"):
+            self.sandbox.own(folder, spec.workspace)
+        env = replica_env(os.environ, spec, home=work / "home", gpus=allocation.gpus)
+        env.update(workload_env(work, self.sandbox.uid_for(spec.workspace)))
         key = secrets.token_urlsafe(32)  # the replica answers only requests that carry it
         env[REPLICA_KEY_ENV] = key
+        policy = self.sandbox.policy(workspace=spec.workspace, read=[bundle, *venv_of(python)],
+                                     write=[str(work)])
+        argv = [python, "-m", "nubis.photon.serve", bundle, "--host", "127.0.0.1", "--port", str(port)]
         with log_path.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                python, "-m", "nubis.photon.serve", bundle,
-                "--host", "127.0.0.1", "--port", str(port),
+                *self.sandbox.command(argv, policy),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, cwd=self.state_dir, start_new_session=True,
+                env=env, cwd=work, start_new_session=True,
             )
         handle = ReplicaHandle(
             replica_id=spec.replica_id,
@@ -221,6 +250,8 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
                 await asyncio.wait_for(asyncio.shield(replica.waiter), 10.0)
         if replica is not None:
             self._forget_exited(handle.replica_id)
+        if handle.endpoint is not None and not self._alive(handle):
+            await asyncio.to_thread(shutil.rmtree, self.work_dir(handle.replica_id), True)
 
     async def _wait_gone(self, handle: ReplicaHandle, timeout: float) -> bool:
         replica = self._tracked(handle)

@@ -27,7 +27,9 @@ from nubis.backends.local_processes import (
     free_port,
     process_start_time,
 )
+from nubis.backends.sandbox import Policy, Sandbox
 from nubis.errors import ValidationError
+from nubis.models.limits import check_code_archive
 
 log = logging.getLogger("nubis.backends.local")
 
@@ -35,12 +37,30 @@ WORKER_EXIT = Path(__file__).with_name("worker_exit.py")
 PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
 
 
-def worker_argv(command: tuple[str, ...], exit_file: Path) -> list[str]:
-    """The wrapper, then the command with ``python`` meaning the platform's interpreter."""
+def worker_argv(command: tuple[str, ...], exit_file: Path, sandbox: Sandbox, policy: Policy) -> list[str]:
+    """The wrapper (outside the sandbox: it records the exit code), then the sandboxed command
+    with ``python`` meaning the platform's interpreter."""
     argv = list(command)
     if argv[0] in PYTHON_NAMES:
         argv[0] = sys.executable
-    return [sys.executable, str(WORKER_EXIT), str(exit_file), *argv]
+    return [sys.executable, str(WORKER_EXIT), str(exit_file), *sandbox.command(argv, policy)]
+
+
+def give_tree(folder: Path, uid: int | None) -> None:
+    """Hand an unpacked code folder to the workspace's uid (the workers write into their cwd)."""
+    if uid is None:
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), uid, uid)
+    os.chown(folder, uid, uid)
+
+
+def local_storage(url: str | None) -> Path | None:
+    """The workspace's storage folder when storage is a local folder (granted to its workers)."""
+    if not url or "://" in url.removeprefix("file://"):
+        return None
+    return Path(url.removeprefix("file://"))
 
 
 def read_exit_code(path: str | None) -> int | None:
@@ -60,8 +80,9 @@ def unpack_code(archive: Path, dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with zipfile.ZipFile(archive) as zf:
+            check_code_archive(zf.infolist(), archive_size=archive.stat().st_size)  # sizes hold: see its doc
             zf.extractall(tmp)  # zipfile drops absolute paths and '..' from member names
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ValidationError(f"the job's code archive cannot be unpacked: {exc}") from None
     try:
@@ -101,13 +122,18 @@ class LocalJobs(JobsCapability):
 
     async def _launch_worker(self, spec: WorkerSpec, allocation: Allocation) -> ReplicaHandle:
         job_dir = self.job_dir(spec.job_id)
+        sandbox: Sandbox = self.sandbox  # type: ignore[attr-defined]
+        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir.chmod(0o711)
         cwd = job_dir / "code"
-        if spec.code is not None:
+        if spec.code is not None and not cwd.exists():
             await asyncio.to_thread(unpack_code, Path(spec.code), cwd)
-        cwd.mkdir(parents=True, exist_ok=True)
-        Path(self.checkpoint_dir(spec.job_id)).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(give_tree, cwd, sandbox.uid_for(spec.workspace))
+        for folder in (cwd, Path(self.checkpoint_dir(spec.job_id)), job_dir / "tmp"):
+            sandbox.own(folder, spec.workspace)
         exit_file = job_dir / "exit" / spec.worker_id
         exit_file.parent.mkdir(parents=True, exist_ok=True)
+        exit_file.parent.chmod(0o700)
         exit_file.unlink(missing_ok=True)
         log_path = self.log_path(spec.worker_id)  # type: ignore[attr-defined]
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,10 +146,22 @@ class LocalJobs(JobsCapability):
             "NUBIS_CHECKPOINT_DIR": self.checkpoint_dir(spec.job_id),
             "PYTHONUNBUFFERED": "1",
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "TMPDIR": str(job_dir / "tmp"),
+            "HOME": str(job_dir / "tmp"),
         })
+        uid = sandbox.uid_for(spec.workspace)
+        if uid is not None:
+            env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})
+        writable = [str(cwd), self.checkpoint_dir(spec.job_id), str(job_dir / "tmp")]
+        storage = local_storage(env.get("NUBIS_STORAGE_URL"))
+        if storage is not None:
+            await asyncio.to_thread(sandbox.share_storage, storage, spec.workspace)
+            writable.append(str(storage))
+        policy = sandbox.policy(workspace=spec.workspace, read=[], write=writable,
+                                gang=int(spec.env.get("WORLD_SIZE", "1")) > 1)
         with log_path.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                *worker_argv(spec.command, exit_file),
+                *worker_argv(spec.command, exit_file, sandbox, policy),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=env, cwd=cwd, start_new_session=True,
             )

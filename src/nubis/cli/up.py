@@ -25,10 +25,14 @@ def up(
         DEFAULT_GATEWAY_PORT),
     db: Annotated[str | None, typer.Option("--db", help="database URL (default: SQLite in home)")] = None,
     storage: Annotated[str | None, typer.Option(help="storage URL: a folder or s3://bucket/prefix")] = None,
+    trust_members: Annotated[bool, typer.Option(
+        "--trust-members", help="run workloads unsandboxed: members are then as trusted as admins "
+                                "(needed for several workspaces where no sandbox is possible)")] = False,
 ) -> None:
     """Start the nubis platform on this machine (Ctrl-C stops it)."""
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
-                              storage_url=storage, gateway_port=gateway_port, start_gateway=True)
+                              storage_url=storage, gateway_port=gateway_port, start_gateway=True,
+                              trust_members=trust_members)
     raise typer.Exit(run(settings))
 
 

@@ -20,3 +20,8 @@ class ServerContext:
     store: ObjectStore
     backend: Backend
     loads: LoadBook
+    members_contained: bool = True
+    """Workloads are sandboxed, or the operator said members are trusted (``--trust-members``):
+    only then may a second workspace or a non-admin token exist."""
+    isolation: str = ""
+    """The line ``nubis up`` prints about workload isolation."""

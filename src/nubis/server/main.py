@@ -38,7 +38,7 @@ def run(settings: ServerSettings, *, log_level: str = "info") -> int:
     server = uvicorn.Server(config)
     info = {"url": settings.url, "gateway_url": settings.gateway_url, "pid": os.getpid()}
     write_private(settings.server_file, json.dumps(info).encode())
-    for line in describe(settings):
+    for line in [*describe(settings), ctx.isolation]:
         log.info("%s", line)
     try:
         run_until_signal(server)

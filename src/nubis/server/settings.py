@@ -37,6 +37,8 @@ class ServerSettings(BaseModel):
     storage_url: str | None = None
     max_upload_bytes: int | None = None
     start_gateway: bool = False
+    trust_members: bool = False
+    """Run workloads unsandboxed, as the control plane's user (members are as trusted as admins)."""
 
     @property
     def database(self) -> str:

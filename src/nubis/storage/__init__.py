@@ -106,6 +106,12 @@ class Store:
         self.root = root.rstrip("/")
         self.local = local
 
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        """The files beneath ``url`` (a workload's ``NUBIS_STORAGE_URL``: its workspace's files)."""
+        store = ObjectStore.from_url(url)
+        return cls(store.fs, store.root, local=store.local)
+
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}" if path else self.root
 
@@ -363,6 +369,11 @@ class ObjectStore:
 
     def files(self, workspace: str) -> Store:
         return Store(self.fs, f"{self.root}/workspaces/{workspace}/files", local=self.local)
+
+    def files_url(self, workspace: str) -> str:
+        """Where one workspace's files start: what a workload of it gets as its storage root."""
+        root = f"{self.root}/workspaces/{workspace}/files"
+        return root if self.local else f"s3://{root}"
 
     def photons(self, workspace: str) -> Store:
         return Store(self.fs, f"{self.root}/workspaces/{workspace}/photons", local=self.local)

@@ -1,7 +1,7 @@
 """Training data: scikit-learn's bundled sets, CSV and NPZ files, a seeded stratified split.
 
 A source is ``builtin:<name>`` or a path. A path is read from the workspace's object storage when
-``NUBIS_STORAGE_URL`` is set (with ``NUBIS_WORKSPACE``), else from the local disk. Every problem a
+``NUBIS_STORAGE_URL`` (the workspace's files) is set, else from the local disk. Every problem a
 user can cause raises :class:`DataError` with a message that says what to fix.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nubis.errors import BadRequestError, NubisError
-from nubis.storage import ObjectStore
+from nubis.storage import Store
 
 BUILTINS = ("digits", "iris", "wine", "breast_cancer")
 BUILTIN_PREFIX = "builtin:"
@@ -85,10 +85,7 @@ def read_source(path: str, *, env: Mapping[str, str]) -> bytes:
     """The bytes at ``path``: workspace storage when ``NUBIS_STORAGE_URL`` is set, else local disk."""
     url = env.get("NUBIS_STORAGE_URL")
     if url:
-        workspace = env.get("NUBIS_WORKSPACE")
-        if not workspace:
-            raise DataError("NUBIS_STORAGE_URL is set but NUBIS_WORKSPACE is not: cannot find the files")
-        return _read_storage(url, workspace, path)
+        return _read_storage(url, env.get("NUBIS_WORKSPACE", "?"), path)
     file = Path(path)
     if not file.is_file():
         where = "a folder" if file.is_dir() else "no such file"
@@ -98,7 +95,7 @@ def read_source(path: str, *, env: Mapping[str, str]) -> bytes:
 
 def _read_storage(url: str, workspace: str, path: str) -> bytes:
     try:
-        return ObjectStore.from_url(url).files(workspace).read_bytes(path)
+        return Store.from_url(url).read_bytes(path)
     except NubisError as exc:  # NotFoundError, InvalidPathError…
         raise DataError(f"cannot read data {path!r} from workspace {workspace!r}: {exc.message}") from None
 

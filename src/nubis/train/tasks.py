@@ -4,7 +4,7 @@
 runs it) and rank 0 uploads the model folder to ``PREFIX``; ``python -m nubis.train.tasks
 {quantize,export-onnx} --src PREFIX --upload PREFIX`` derives a version from a stored one. The
 control plane registers what lies at ``PREFIX`` once the job succeeded. Storage comes from
-``NUBIS_STORAGE_URL`` and ``NUBIS_WORKSPACE``, which the platform gives every job.
+``NUBIS_STORAGE_URL`` (the workspace's files, nothing above them), which the platform gives every job.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from nubis.storage import ObjectStore, Store
+from nubis.storage import Store
 from nubis.train import cli
 
 
 def workspace_store() -> Store:
-    url, workspace = os.environ.get("NUBIS_STORAGE_URL"), os.environ.get("NUBIS_WORKSPACE")
-    if not url or not workspace:
-        raise SystemExit("error: NUBIS_STORAGE_URL and NUBIS_WORKSPACE are not set: run this as a nubis job")
-    return ObjectStore.from_url(url).files(workspace)
+    url = os.environ.get("NUBIS_STORAGE_URL")
+    if not url:
+        raise SystemExit("error: NUBIS_STORAGE_URL is not set: run this as a nubis job")
+    return Store.from_url(url)
 
 
 def _take(args: list[str], flag: str) -> str:

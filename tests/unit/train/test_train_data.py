@@ -98,12 +98,13 @@ def test_paths_come_from_workspace_storage_when_configured(tmp_path: Path) -> No
     buf = io.BytesIO()
     np.savez(buf, X=np.arange(12, dtype=np.float32).reshape(6, 2), y=np.array([0, 1] * 3))
     store.put_bytes("data/train.npz", buf.getvalue())
-    env = {"NUBIS_STORAGE_URL": str(tmp_path / "storage"), "NUBIS_WORKSPACE": "team"}
+    env = {"NUBIS_STORAGE_URL": ObjectStore.from_url(str(tmp_path / "storage")).files_url("team"),
+           "NUBIS_WORKSPACE": "team"}
     data = load_dataset("data/train.npz", env=env)
     assert data.x.shape == (6, 2)
     with pytest.raises(DataError, match=r"cannot read data 'data/missing\.csv' from workspace 'team'"):
         load_dataset("data/missing.csv", env=env)
-    with pytest.raises(DataError, match="NUBIS_WORKSPACE is not"):
+    with pytest.raises(DataError, match="cannot read data"):  # the storage root is not the workspace's files
         load_dataset("data/train.npz", env={"NUBIS_STORAGE_URL": str(tmp_path / "storage")})
 
 

@@ -284,7 +284,7 @@ class JobReconciler:
             "WORLD_SIZE": str(spec.workers), "NODE_RANK": "0", "GROUP_RANK": "0",
             "LOCAL_WORLD_SIZE": str(spec.workers),
             "NUBIS_JOB_ID": job.id, "NUBIS_JOB_NAME": job.name, "NUBIS_JOB_ATTEMPT": str(attempt),
-            "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.settings.storage,
+            "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.store.files_url(workspace.name),
             "NUBIS_API_URL": self.ctx.settings.url.replace("://0.0.0.0:", "://127.0.0.1:"),
             "NUBIS_JOB_TOKEN": token,
         }

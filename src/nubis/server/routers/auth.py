@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from nubis.models.auth import CreatedToken, Token, TokenCreateRequest, WhoAmI
 from nubis.models.workspaces import AuditEvent
-from nubis.server.deps import Admin, Reader, Session
+from nubis.server.deps import Admin, Context, Reader, Session
 from nubis.server.services import audit, tokens
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -20,8 +20,9 @@ async def whoami(caller: Reader) -> WhoAmI:
 
 
 @router.post("/tokens", status_code=201)
-async def create_token(request: TokenCreateRequest, caller: Admin, session: Session) -> CreatedToken:
-    return await tokens.create(session, caller, request)
+async def create_token(request: TokenCreateRequest, caller: Admin, session: Session,
+                       ctx: Context) -> CreatedToken:
+    return await tokens.create(session, caller, request, contained=ctx.members_contained)
 
 
 @router.get("/tokens")

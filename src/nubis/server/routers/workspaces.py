@@ -12,8 +12,9 @@ router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
 
 
 @router.post("", status_code=201)
-async def create_workspace(request: WorkspaceCreateRequest, caller: Superuser, session: Session) -> Workspace:
-    return await workspaces.create(session, caller, request)
+async def create_workspace(request: WorkspaceCreateRequest, caller: Superuser, session: Session,
+                           ctx: Context) -> Workspace:
+    return await workspaces.create(session, caller, request, contained=ctx.members_contained)
 
 
 @router.get("")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.errors import ForbiddenError, NotFoundError, ValidationError
+from nubis.errors import ForbiddenError, IsolationUnavailableError, NotFoundError, ValidationError
 from nubis.models.auth import ROLE_PERMISSIONS, CreatedToken, Role, Token, TokenCreateRequest, WhoAmI
 from nubis.server.deps import Caller
 from nubis.server.orm import DeploymentRow, TokenRow, WorkspaceRow
@@ -35,7 +35,13 @@ def new_row(workspace_id: str, name: str, role: Role, *, superuser: bool = False
     return row, secret
 
 
-async def create(session: AsyncSession, caller: Caller, request: TokenCreateRequest) -> CreatedToken:
+async def create(session: AsyncSession, caller: Caller, request: TokenCreateRequest, *,
+                 contained: bool = True) -> CreatedToken:
+    if not contained and request.role != Role.admin and request.deployment is None:
+        raise IsolationUnavailableError(
+            f"workloads cannot be sandboxed on this machine, so a {request.role.value} token could do "
+            "what an admin does; restart with 'nubis up --trust-members' to allow it anyway "
+            "(see docs/security.md)")
     target = caller.workspace
     workspace_id = caller.workspace_id
     if request.workspace and request.workspace != caller.workspace:

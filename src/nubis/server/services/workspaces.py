@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.errors import ConflictError, ForbiddenError, NotFoundError
+from nubis.errors import ConflictError, ForbiddenError, IsolationUnavailableError, NotFoundError
 from nubis.models.workspaces import QuotaRequest, Workspace, WorkspaceCreateRequest
 from nubis.server.deps import Caller
 from nubis.server.orm import WorkspaceRow
@@ -35,7 +35,13 @@ async def get_visible_or_raise(session: AsyncSession, caller: Caller, name: str)
     return row
 
 
-async def create(session: AsyncSession, caller: Caller, request: WorkspaceCreateRequest) -> Workspace:
+async def create(session: AsyncSession, caller: Caller, request: WorkspaceCreateRequest, *,
+                 contained: bool = True) -> Workspace:
+    if not contained:
+        raise IsolationUnavailableError(
+            "workloads cannot be sandboxed on this machine, so a second workspace would not be kept "
+            "apart from the first; restart with 'nubis up --trust-members' to allow it anyway "
+            "(see docs/security.md)")
     if await get_by_name(session, request.name) is not None:
         raise ConflictError(f"workspace {request.name!r} already exists")
     row = WorkspaceRow(name=request.name, storage_quota_bytes=request.storage_quota_bytes)
