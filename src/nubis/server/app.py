@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from nubis._version import __version__
 from nubis.backends.local import LocalBackend
+from nubis.backends.sandbox import Sandbox, harden_home
 from nubis.errors import (
     BadRequestError,
     MethodNotAllowedError,
@@ -45,14 +47,29 @@ STREAMED_UPLOADS = (("PUT", "/api/v1/storage/"), ("POST", "/api/v1/photons"))
 
 def build_context(settings: ServerSettings) -> ServerContext:
     settings.home.mkdir(parents=True, exist_ok=True)
-    return ServerContext(
+    state = settings.home / "backend"
+    sandbox = Sandbox.off(state) if settings.trust_members else Sandbox.detect(state)
+    ctx = ServerContext(
         settings=settings,
         db=Database(settings.database),
         box=SecretBox(load_or_create_master_key(settings.master_key_file)),
         store=ObjectStore.from_url(settings.storage),
-        backend=LocalBackend(settings.home / "backend"),
+        backend=LocalBackend(state, sandbox=sandbox),
         loads=LoadBook(),
+        members_contained=sandbox.enabled or settings.trust_members,
+        isolation=sandbox.describe(),
     )
+    harden(settings)
+    return ctx
+
+
+def harden(settings: ServerSettings) -> None:
+    """State 0700/0600; only the folders on the way to workloads' own folders stay searchable."""
+    storage = Path(settings.storage)
+    open_dirs = [settings.home / "backend", settings.home / "cache", settings.home / "cache" / "photons"]
+    if not settings.storage.startswith("s3://") and settings.home in storage.parents:
+        open_dirs += [storage, storage / "workspaces"]
+    harden_home(settings.home, open_dirs=open_dirs)
 
 
 async def prepare(ctx: ServerContext) -> None:
@@ -70,6 +87,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare(ctx)
+        harden(ctx.settings)  # the database file exists now
         reconciler = DeploymentReconciler(ctx)
         job_reconciler = JobReconciler(ctx)
         task = asyncio.create_task(reconciler.run(), name="deployments")
