@@ -54,7 +54,7 @@ from nubis.backends.local_processes import (
 from nubis.backends.local_venvs import VirtualenvCache
 from nubis.backends.sandbox import Sandbox
 from nubis.errors import BundleError
-from nubis.photon.bundle import read_manifest
+from nubis.photon.bundle import read_manifest, verified_hash
 
 log = logging.getLogger("nubis.backends.local")
 
@@ -316,12 +316,13 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
 
 
 def check_bundle(spec: ReplicaSpec) -> list[str]:
-    """Refuse a bundle that is not the one asked for; return its requirements."""
-    manifest = read_manifest(Path(spec.bundle))
-    if manifest.content_hash and spec.content_hash and manifest.content_hash != spec.content_hash:
-        raise BundleError(f"{spec.bundle}: content hash {manifest.content_hash[:12]} is not the "
+    """Refuse a bundle that is not the one asked for, hashing its files again before each start
+    (a cached bundle is reused by every replica of that content); return its requirements."""
+    digest = verified_hash(Path(spec.bundle))
+    if spec.content_hash and digest != spec.content_hash:
+        raise BundleError(f"{spec.bundle}: content hash {digest[:12]} is not the "
                           f"expected {spec.content_hash[:12]}")
-    return list(manifest.requirements)
+    return list(read_manifest(Path(spec.bundle)).requirements)
 
 
 async def readyz(endpoint: str | None) -> bool:

@@ -62,6 +62,23 @@ def read_manifest(bundle: Path) -> PhotonManifest:
         raise BundleError(f"{bundle}: invalid {MANIFEST}: {exc.errors()[0]['msg']}") from None
 
 
+def verified_hash(bundle: Path) -> str:
+    """The hash of what the bundle holds now (not what its manifest says); BundleError if the
+    two differ or the file is damaged."""
+    manifest = read_manifest(bundle)
+    try:
+        with zipfile.ZipFile(bundle) as zf:
+            files = [(m.filename, zf.read(m)) for m in zf.infolist()
+                     if not m.is_dir() and m.filename != MANIFEST]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{bundle}: not a readable zip file ({exc})") from None
+    digest = content_hash(files)
+    if manifest.content_hash and digest != manifest.content_hash:
+        raise BundleError(f"{bundle}: content hash {digest[:12]} does not match the manifest's "
+                          f"{manifest.content_hash[:12]}; the bundle was modified or is damaged")
+    return digest
+
+
 def is_safe_member(name: str) -> bool:
     p = PurePosixPath(name)
     return (

@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import ReplicaHandle, ReplicaProbe, ReplicaSpec
-from nubis.errors import EnvironmentPendingError, NoCapacityError, NubisError
+from nubis.errors import BundleError, EnvironmentPendingError, NoCapacityError, NubisError
 from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus
 from nubis.models.photons import PhotonManifest
+from nubis.photon.bundle import verified_hash
 from nubis.server.context import ServerContext
 from nubis.server.orm import DeploymentRow, PhotonRow, ReplicaRow, WorkspaceRow, utcnow
 from nubis.server.scheduler.autoscaling import AutoscalingContext, decide_replicas
@@ -327,8 +328,14 @@ class DeploymentReconciler:
 
     def _fetch_bundle(self, workspace: str, row: PhotonRow) -> Path:
         path = self.ctx.settings.home / "cache" / "photons" / f"{row.content_hash}.photon"
-        if not path.exists():
-            self.ctx.store.photons(workspace).download(photons.bundle_path(row.name, row.version), path)
+        if path.exists():
+            try:
+                if verified_hash(path) == row.content_hash:
+                    return path
+            except BundleError:
+                pass
+            log.warning("cached bundle %s does not hold what its name says: fetching it again", path.name)
+        self.ctx.store.photons(workspace).download(photons.bundle_path(row.name, row.version), path)
         return path
 
     def _stop(self, session: AsyncSession, replica: ReplicaRow, reason: str) -> None:
