@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -154,10 +154,13 @@ def wrk_threads(concurrency: int) -> int:
     return 1 if concurrency == 1 else 2
 
 
-def run_wrk(url: str, body: bytes, *, concurrency: int, duration: float) -> LoadResult:
+def run_wrk(url: str, body: bytes, *, concurrency: int, duration: float,
+            headers: Mapping[str, str] | None = None) -> LoadResult:
     """POST ``body`` to ``url`` with wrk for ``duration`` s over ``concurrency`` connections."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT.format(body=body.decode()))
+        for name, value in (headers or {}).items():
+            script.write(f'wrk.headers["{name}"] = "{value}"\n')
     try:
         argv = [
             "wrk", "--latency", "-s", script.name,
@@ -184,15 +187,19 @@ def parse_wrk(out: str) -> LoadResult:
 
 
 def run_aiohttp(
-    url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float
+    url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """``concurrency`` workers POST the ``bodies`` in turn, each waiting for its answer."""
-    return asyncio.run(_aiohttp_load(url, bodies, concurrency=concurrency, duration=duration))
+    return asyncio.run(_aiohttp_load(url, bodies, concurrency=concurrency, duration=duration,
+                                     headers=headers))
 
 
 async def _aiohttp_load(
-    url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float
+    url: str, bodies: Sequence[bytes], *, concurrency: int, duration: float,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
+    sent_headers = {**JSON_HEADERS, **(headers or {})}
     latencies: list[float] = []
     errors = [0]
     next_body = itertools.cycle(bodies).__next__
@@ -204,7 +211,7 @@ async def _aiohttp_load(
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                async with session.post(url, data=next_body(), headers=JSON_HEADERS) as resp:
+                async with session.post(url, data=next_body(), headers=sent_headers) as resp:
                     await resp.read()
                     if resp.status != 200:
                         errors[0] += 1

@@ -6,8 +6,10 @@
 One echo replica and one gateway (routes file naming that replica) run for the whole benchmark;
 every round measures each concurrency directly and through the gateway, alternating which goes
 first, so that drift on a shared machine hits both equally; cells report medians over rounds.
-wrk POSTs ``/echo`` (sync handler). Targets (the issue): gateway >= 0.5x direct req/s at
-concurrency 64, and at most 1 ms added to p50 at concurrency 1.
+The replica demands its key (``NUBIS_REPLICA_KEY``) as a platform replica does: the gateway
+adds it from the routes file, direct calls send it themselves. wrk POSTs ``/echo`` (sync
+handler). Targets (the issue): gateway >= 0.5x direct req/s at concurrency 64, and at most 1 ms
+added to p50 at concurrency 1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -43,9 +46,12 @@ from _common import (
     wait_for_quiet,
 )
 
+REPLICA_KEY = secrets.token_urlsafe(32)
 ECHO = ServerSpec(
-    "echo", ("-m", "nubis.photon.serve", "examples/echo", "--log-level", "warning"), "/readyz"
+    "echo", ("-m", "nubis.photon.serve", "examples/echo", "--log-level", "warning"), "/readyz",
+    env=(("NUBIS_REPLICA_KEY", REPLICA_KEY),),
 )
+DIRECT_HEADERS = {"X-Nubis-Replica-Key": REPLICA_KEY}
 PATH = "/echo"
 PREFIX = "/bench/echo"
 BODY = b'{"text": "hello from the gateway benchmark"}'
@@ -73,10 +79,11 @@ class Run:
 Results = dict[str, dict[int, list[Run]]]
 
 
-def load(url: str, concurrency: int, seconds: float, tool: str) -> LoadResult:
+def load(url: str, concurrency: int, seconds: float, tool: str,
+         headers: dict[str, str] | None = None) -> LoadResult:
     if tool == "wrk":
-        return run_wrk(url, BODY, concurrency=concurrency, duration=seconds)
-    return run_aiohttp(url, [BODY], concurrency=concurrency, duration=seconds)
+        return run_wrk(url, BODY, concurrency=concurrency, duration=seconds, headers=headers)
+    return run_aiohttp(url, [BODY], concurrency=concurrency, duration=seconds, headers=headers)
 
 
 def process_seconds(pid: int) -> float:
@@ -112,7 +119,7 @@ def measure(run: Callable[[], LoadResult], replica_pid: int, gateway_pid: int,
 def write_routes(path: Path, replica: str) -> None:
     table = {"version": 1, "deployments": [{
         "workspace": "bench", "name": "echo", "access": "public",
-        "replicas": [{"replica_id": "r0", "endpoint": replica, "ready": True}],
+        "replicas": [{"replica_id": "r0", "endpoint": replica, "ready": True, "key": REPLICA_KEY}],
     }]}
     path.write_text(json.dumps(table))
 
@@ -132,9 +139,11 @@ def run_rounds(plan: Plan) -> Results:
                 for concurrency in plan.concurrency:
                     for name in order:
                         url = urls[name]
-                        load(url, concurrency, plan.warmup, plan.tool)
+                        headers = DIRECT_HEADERS if name == "direct" else None
+                        load(url, concurrency, plan.warmup, plan.tool, headers)
                         run = measure(
-                            lambda url=url, c=concurrency: load(url, c, plan.duration, plan.tool),
+                            lambda url=url, c=concurrency, h=headers: load(url, c, plan.duration,
+                                                                           plan.tool, h),
                             replica.pid, gateway.pid, plan.quiet,
                         )
                         results[name][concurrency].append(run)

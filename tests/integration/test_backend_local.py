@@ -129,9 +129,14 @@ async def wait_exited(backend: Backend, handle: ReplicaHandle, timeout: float = 
     raise TimeoutError(f"{handle.replica_id} still alive after {timeout} s")
 
 
+def keyed(handle: ReplicaHandle) -> dict[str, str]:
+    """The header a replica demands (the gateway sends it; a direct call must too)."""
+    return {"X-Nubis-Replica-Key": handle.ref["replica_key"]}
+
+
 async def call_env(handle: ReplicaHandle, name: str) -> str:
     async with httpx.AsyncClient(timeout=10) as client:
-        r = await client.post(f"{handle.endpoint}/env", json={"name": name})
+        r = await client.post(f"{handle.endpoint}/env", json={"name": name}, headers=keyed(handle))
     r.raise_for_status()
     return r.json()
 
@@ -154,7 +159,7 @@ async def test_start_probe_call_stop(state_dir: Path, echo_bundle: Path, replica
 
     await wait_ready(backend, handle)
     async with httpx.AsyncClient(timeout=10) as client:
-        r = await client.post(f"{handle.endpoint}/echo", json={"text": "hi"})
+        r = await client.post(f"{handle.endpoint}/echo", json={"text": "hi"}, headers=keyed(handle))
     assert r.json() == {"text": "hi"}
 
     pid = int(handle.ref["pid"])
@@ -247,6 +252,7 @@ async def test_control_plane_secrets_stay_out_and_spec_env_goes_in(
     assert await call_env(handle, "NUBIS_MASTER_KEY") == "<unset>"
     assert await call_env(handle, "API_KEY") == "user-secret"
     assert await call_env(handle, "NUBIS_REPLICA_ID") == "env-1"
+    assert await call_env(handle, "NUBIS_REPLICA_KEY") == "<unset>"  # the server took it out
     assert await call_env(handle, "NUBIS_HOME") == str(backend.home)  # the platform's wins
     assert "user-secret" not in repr(spec_for(env_bundle, "x", env={"API_KEY": "user-secret"}))
 

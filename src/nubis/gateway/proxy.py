@@ -72,6 +72,14 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its request body ended: nothing is sent on, nothing
+    answered; counted as status 499 (as nginx logs it), never logged as an error."""
+
+
+CLIENT_GONE = 499
+
+
 class GatewayApp:
     """ASGI callable. ``startup`` (given the app, in its loop) returns background tasks to run."""
 
@@ -215,6 +223,9 @@ class GatewayApp:
             body = await _read_body(receive, route.max_body_bytes)
         except _BodyTooLarge:
             return await _send_error(send, _too_large(dep))
+        except _ClientGone:
+            log.debug("%s: the client left before the end of its request body", dep.label)
+            return CLIENT_GONE
         if not dep.ready and not await dep.wait_ready(route.hold_s):
             return await _send_error(send, NoReplicaError(
                 f"{dep.label} has no ready replica (waited {route.hold_s:g} s): it may be "
@@ -284,6 +295,9 @@ class GatewayApp:
             except aiohttp.ClientError as exc:
                 if isinstance(body, _StreamedBody) and body.too_large:
                     return await _send_error(send, _too_large(dep))
+                if isinstance(body, _StreamedBody) and body.client_gone:
+                    log.debug("%s: the client left while its body streamed", dep.label)
+                    return CLIENT_GONE
                 return await _send_error(send, UpstreamError(
                     f"{dep.label}: replica {replica.replica_id} failed: {type(exc).__name__}",
                     details={"deployment": dep.label, "replica": replica.replica_id}))
@@ -341,6 +355,7 @@ class _StreamedBody:
         self.limit = limit
         self.size = len(head)
         self.too_large = False
+        self.client_gone = False
         self._used = False
 
     async def iterate(self) -> AsyncIterator[bytes]:
@@ -352,6 +367,7 @@ class _StreamedBody:
         while more:
             message = await self.receive()
             if message["type"] != "http.request":
+                self.client_gone = True
                 raise aiohttp.ClientPayloadError("the client went away")
             chunk = message.get("body", b"")
             more = message.get("more_body", False)
@@ -365,6 +381,8 @@ class _StreamedBody:
 
 async def _read_body(receive: Receive, limit: int) -> bytes | _StreamedBody:
     message = await receive()
+    if message["type"] != "http.request":
+        raise _ClientGone
     body = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
@@ -374,6 +392,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes | _StreamedBody:
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] != "http.request":
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

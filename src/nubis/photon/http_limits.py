@@ -19,6 +19,7 @@ from nubis.errors import HeadersTooLargeError
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together (nginx: 4 x 8 KiB by default)
 MAX_HEADERS = 256
+LINGER_S = 2.0  # after a 431, what the client still sends is read and dropped this long
 
 log = logging.getLogger("nubis.http")
 
@@ -80,7 +81,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().on_message_complete()
 
     def _refuse(self, why: str) -> None:
-        """Answer 431 and close: the rest of this connection is never parsed."""
+        """Answer 431 and close: the rest of this connection is never parsed. The close lingers
+        (as nginx's does): closing with unread input would reset the connection, and the client,
+        still sending, could lose the answer."""
         self._refused = True
         log.debug("refused a request from %s: %s", self.client, why)
         err = HeadersTooLargeError(
@@ -95,4 +98,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: " + str(len(body)).encode() + b"\r\n"
             b"connection: close\r\n\r\n" + body
         )
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()

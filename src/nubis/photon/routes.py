@@ -17,7 +17,7 @@ import pydantic
 from pydantic_core import PydanticSerializationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from nubis.errors import (
@@ -36,6 +36,7 @@ from nubis.photon.metrics import HandlerMetrics
 from nubis.photon.runtime import PhotonRuntime, PhotonState
 
 log = logging.getLogger("nubis.photon")
+CLIENT_GONE = 499  # "client closed request" (nginx): counted in metrics, never sent
 
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -112,6 +113,9 @@ class HandlerRoute:
             streaming = isinstance(response, StreamingResponse)
         except NubisError as exc:
             response = self._failed(exc)
+        except ClientDisconnect:  # the caller left during its body: nobody to answer, no error
+            log.debug("%s: the client left before the end of its request body", self.spec.name)
+            response = Response(status_code=CLIENT_GONE)
         except Exception as exc:  # a bug of ours: still one clean error body
             log.exception("unexpected error in %s", self.spec.name)
             response = self._failed(HandlerError(f"internal error: {type(exc).__name__}"))
