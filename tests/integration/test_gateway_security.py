@@ -9,6 +9,9 @@ import contextlib
 import hashlib
 import json
 import socket
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,10 +22,12 @@ import httpx
 import pytest
 from test_gateway import GATEWAY_TOKEN, Gateway, gateway_process, refused
 
+import nubis
 from nubis.backends import LocalBackend, ReplicaHandle, ReplicaSpec
 from nubis.models.resources import Resources
 from nubis.photon.build import build_bundle
 
+from platform_process import nubis_up
 from servers import EXAMPLES, PhotonProcess, photon_process
 
 KEY_HEADER = "X-Nubis-Replica-Key"
@@ -247,3 +252,47 @@ def test_a_client_that_leaves_is_not_an_error_in_the_log(tmp_path: Path, echo: P
         log = (tmp_path / "gateway.log").read_text()
     assert "ERROR" not in log and "Traceback" not in log, log
     assert "Exception" not in log, log
+
+
+def test_nubis_up_keeps_the_gateways_token_and_replica_keys_to_themselves(tmp_path: Path) -> None:
+    with nubis_up(tmp_path / "home") as platform, nubis.Client(platform.url, platform.admin_token) as client:
+        token_file = platform.home / "gateway.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert token_file.read_text().strip() == platform.admin_token
+        pid = int((platform.home / "gateway.pid").read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        for shown in (environ, cmdline):
+            assert platform.admin_token.encode() not in shown
+        assert b"NUBIS_GATEWAY_TOKEN" not in environ
+        admin = {"Authorization": f"Bearer {platform.admin_token}"}
+        assert httpx.get(f"{platform.gateway_url}/metrics").status_code == 401
+        assert httpx.get(f"{platform.gateway_url}/metrics", headers=admin).status_code == 200
+
+        answer, _ = send_huge_header(platform.url, 64 * 2**20)  # the API's own uvicorn
+        assert_431(answer, "request headers over 65536 bytes")
+        assert httpx.get(f"{platform.url}/healthz").status_code == 200
+
+        client.photons.push(EXAMPLES / "echo")
+        client.deployments.create("echo", "echo")
+        client.deployments.wait_ready("echo", timeout=120)
+        routes = httpx.get(f"{platform.url}/api/v1/gateway/routes", headers=admin).json()
+        [replica] = next(d for d in routes["deployments"] if d["name"] == "echo")["replicas"]
+        key = replica["key"]
+        assert key and len(key) >= 32
+        shown = httpx.get(f"{platform.url}/api/v1/deployments/echo", headers=admin).text
+        listed = httpx.get(f"{platform.url}/api/v1/deployments", headers=admin).text
+        cli = subprocess.run([sys.executable, "-m", "nubis.cli.main", "deployment", "get", "echo",
+                              "--output", "json"], capture_output=True, text=True, env=platform.env,
+                             timeout=60)
+        for text in (shown, listed, cli.stdout, cli.stderr):
+            assert key not in text
+        assert cli.returncode == 0, cli.stderr
+
+        endpoint = replica["endpoint"]
+        direct = httpx.post(f"{endpoint}/echo", json={"text": "x"}, headers=admin)
+        assert (direct.status_code, direct.json()) == (401, unauthorized_replica())
+        assert httpx.get(f"{endpoint}/readyz").status_code == 200
+        via = httpx.post(f"{platform.gateway_url}/default/echo/echo", json={"text": "x"}, headers=admin)
+        assert (via.status_code, via.json()) == (200, {"text": "x"})
+        client.deployments.delete("echo")
