@@ -13,7 +13,7 @@ import pytest
 import nubis
 
 from platform_fixtures import postgres_database
-from platform_process import nubis_up
+from platform_process import nubis_up, up_log
 from servers import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,10 @@ def test_up_keeps_state_across_restarts(tmp_path: Path) -> None:
         assert me.returncode == 0, me.stderr
         assert json.loads(me.stdout)["workspace"] == "default"
         assert cli("workspace", "create", "research", env=platform.env).returncode == 0
+        assert (home / "nubis.db").stat().st_mode & 0o777 == 0o600
+        assert home.stat().st_mode & 0o777 == 0o711
     assert not (home / "server.json").exists()
+    assert "workloads: sandboxed (landlock ABI" in up_log(home).read_text()
     with nubis_up(home) as platform:
         assert platform.admin_token == token
         with nubis.Client(platform.url, token) as client:

@@ -109,16 +109,30 @@ def opened(verdicts: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
+async def contained_platform() -> AsyncIterator[Platform]:
+    """The platform as an operator installs it: its home where other users can search (not list),
+    so that, run as root with a Python other users can read, workloads get a uid per workspace."""
+    parent = Path(tempfile.mkdtemp(prefix="nubis-security-", dir="/var/tmp"))
+    parent.chmod(0o711)
+    try:
+        async with running_platform(ServerSettings(home=parent / "home")) as p:
+            yield p
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
 async def trusting_platform(tmp_path: Path) -> AsyncIterator[Platform]:
     """``nubis up --trust-members``: no sandbox (the attacks' control group)."""
     async with running_platform(ServerSettings(home=tmp_path / "home", trust_members=True)) as p:
         yield p
 
 
-async def test_a_member_of_b_reaches_nothing_of_a_nor_the_platform(sqlite_platform: Platform,
+async def test_a_member_of_b_reaches_nothing_of_a_nor_the_platform(contained_platform: Platform,
                                                                    tmp_path: Path) -> None:
-    p = sqlite_platform
+    p = contained_platform
     assert p.ctx.backend.sandbox.enabled, p.ctx.isolation  # Landlock is on every CI kernel
+    print(p.ctx.isolation)  # which of the two modes ran: a uid per workspace, or no capabilities
     targets = await workspace_a(p)
     verdicts = await evil_job(p, targets)
     assert not opened(verdicts), opened(verdicts)

@@ -74,14 +74,18 @@ def _safe_reads(paths: Iterable[str], *, private: Path) -> list[str]:
     return keep
 
 
-def _reachable_by_others(path: str) -> bool:
-    """Every folder on the way is searchable by other users and ``path`` readable by them."""
+def closed_to_others(path: str) -> Path | None:
+    """The first folder on the way to ``path`` (resolved) that other users cannot search, or
+    ``path`` itself if it is a file they cannot read; None when they reach it."""
     target = Path(path).resolve()
     for folder in [*reversed(target.parents), target]:
+        if not folder.exists():
+            return None  # nubis creates the rest, searchable
         mode = os.stat(folder).st_mode
-        if not mode & stat.S_IXOTH or (folder == target and folder.is_file() and not mode & stat.S_IROTH):
-            return False
-    return True
+        needed = stat.S_IROTH if stat.S_ISREG(mode) else stat.S_IXOTH
+        if not mode & needed:
+            return folder
+    return None
 
 
 @dataclass
@@ -142,12 +146,12 @@ class Sandbox:
             return cls.off(state_dir, "this kernel has no Landlock (Linux >= 5.13 with landlock in lsm=)")
         if os.geteuid() != 0:
             return cls(abi=abi, uids=None, state_dir=state_dir)
-        blocked = [p for p in (sys.executable, sys.prefix, sys.base_prefix, nubis.__file__, state_dir.parent)
-                   if not _reachable_by_others(str(p))]
-        if blocked:
-            return cls(abi=abi, uids=None, state_dir=state_dir,
-                       note=f"no uid per workspace: {blocked[0]} is not readable by other users "
-                            "(install Python where they can read it, or chmod o+x its folders)")
+        for needed in (sys.executable, sys.prefix, sys.base_prefix, nubis.__file__, state_dir.parent):
+            closed = closed_to_others(str(needed))
+            if closed is not None:
+                return cls(abi=abi, uids=None, state_dir=state_dir,
+                           note=f"no uid per workspace: other users cannot reach {closed} (on the way to "
+                                f"{needed}); install Python and NUBIS_HOME where they can, or chmod o+x it")
         uids = UidMap(state_dir.parent / "workload-uids.json", uid_base)
         return cls(abi=abi, uids=uids, state_dir=state_dir)
 
