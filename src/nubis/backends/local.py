@@ -109,7 +109,6 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         for folder in (self.state_dir, self.state_dir / "work", self.state_dir / "jobs"):
             folder.mkdir(exist_ok=True)
             folder.chmod(0o711)  # workloads reach their own folders below, and list nothing
-        self._shared_storage: set[str] = set()
         self._replicas: dict[str, TrackedProcess] = {}
         self._exit_codes: dict[tuple[str, int], int | None] = {}  # (id, pid) of forgotten ones
 
