@@ -225,3 +225,41 @@ async def evil_job(p: Platform, targets: dict[str, Any]) -> dict[str, str]:
     r = await p.http.get("/api/v1/storage/results/own.txt", headers=auth(member_b))
     assert r.status_code == 200 and r.content == b"written by B's job"
     return verdicts
+
+
+NUMPY_PHOTON = '''
+import numpy as np
+
+import nubis
+
+
+class Norm(nubis.Photon):
+    resources = nubis.Resources(cpu=0.25, memory="128Mi")
+
+    @nubis.handler
+    def norm(self, values: list[float]) -> float:
+        return float(np.linalg.norm(np.asarray(values)))
+'''
+DDP = ("import os, torch, torch.distributed as dist; dist.init_process_group('gloo'); "
+       "t = torch.tensor([float(os.environ['RANK']) + 1]); dist.all_reduce(t); "
+       "print('sum', t.item(), 'on rank', os.environ['RANK'], flush=True); dist.destroy_process_group()")
+
+
+async def test_ordinary_workloads_still_run_sandboxed(contained_platform: Platform, tmp_path: Path) -> None:
+    p = contained_platform
+    assert p.ctx.backend.sandbox.enabled, p.ctx.isolation
+    member = await p.token("member", "team")
+    await job(p, member, name="ddp", workers=2, command=["python", "-c", DDP])
+    folder = tmp_path / "norm"
+    folder.mkdir()
+    (folder / "photon.py").write_text(NUMPY_PHOTON)
+    dep = await push_and_deploy(p, member, folder, "norm")
+    endpoint = dep["replicas"][0]["endpoint"]
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{endpoint}/norm", json={"values": [3, 4]},
+                              headers={"x-nubis-replica-key": await replica_key(p, endpoint)})
+    assert r.status_code == 200 and r.json() == 5.0, r.text
+    done = await job_status(p, member, "ddp", {"succeeded", "failed"})
+    logs = (await p.http.get("/api/v1/jobs/ddp/logs", headers=auth(member))).json()
+    assert done["status"] == "succeeded", (done, logs)
+    assert any("sum 3.0 on rank 0" in line for line in logs), logs
