@@ -253,7 +253,9 @@ async def test_control_plane_secrets_stay_out_and_spec_env_goes_in(
     assert await call_env(handle, "API_KEY") == "user-secret"
     assert await call_env(handle, "NUBIS_REPLICA_ID") == "env-1"
     assert await call_env(handle, "NUBIS_REPLICA_KEY") == "<unset>"  # the server took it out
-    assert await call_env(handle, "NUBIS_HOME") == str(backend.home)  # the platform's wins
+    work = backend.work_dir("env-1")  # the platform's wins: the replica's own folder
+    assert await call_env(handle, "NUBIS_HOME") == str(work / "home")
+    assert await call_env(handle, "TMPDIR") == str(work / "tmp")
     assert "user-secret" not in repr(spec_for(env_bundle, "x", env={"API_KEY": "user-secret"}))
 
 
