@@ -55,12 +55,10 @@ from nubis.backends.local_venvs import VirtualenvCache
 from nubis.backends.sandbox import Sandbox
 from nubis.errors import BundleError
 from nubis.photon.bundle import read_manifest, verified_hash
+from nubis.photon.runtime import REPLICA_KEY_ENV
 
 log = logging.getLogger("nubis.backends.local")
 
-REPLICA_KEY_ENV = "NUBIS_REPLICA_KEY"
-"""The replica's key: the gateway sends it in ``X-Nubis-Replica-Key`` and the replica refuses
-requests without it (``ReplicaHandle.ref["replica_key"]`` keeps it for the routing table)."""
 
 ERROR_LINES = 20
 PROBE_TIMEOUT_S = 1.0
@@ -149,7 +147,8 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
             self.sandbox.own(folder, spec.workspace)
         env = replica_env(os.environ, spec, home=work / "home", gpus=allocation.gpus)
         env.update(workload_env(work, self.sandbox.uid_for(spec.workspace)))
-        key = secrets.token_urlsafe(32)  # the replica answers only requests that carry it
+        key = secrets.token_urlsafe(32)  # the replica answers only requests that carry it (the
+        # gateway sends it; ReplicaHandle.ref["replica_key"] keeps it for the routing table)
         env[REPLICA_KEY_ENV] = key
         policy = self.sandbox.policy(workspace=spec.workspace, read=[bundle, *venv_of(python)],
                                      write=[str(work)])
