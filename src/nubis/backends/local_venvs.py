@@ -1,10 +1,13 @@
 """Virtualenvs for bundles whose requirements the platform's environment lacks (local backend).
 
-One virtualenv per requirement set, under ``state_dir/venvs/<hash>``, built in the background
-with ``--system-site-packages`` (so nubis, torch and everything already installed are shared and
-only what is missing is installed) and reused by every replica that asks for the same set. While
-it builds, ``python_for`` raises ``EnvironmentPendingError`` (the replica waits and says why);
-a failed build raises ``PhotonLoadError`` with pip's last lines.
+One virtualenv per requirement set and platform environment, under ``state_dir/venvs/<hash>``,
+built in the background and reused by every replica that asks for the same set. It sees the
+packages of the environment nubis runs in (nubis, torch and everything already installed are
+shared; only what is missing is installed): a ``.pth`` file in its site-packages adds the running
+interpreter's site-packages folders after its own. ``--system-site-packages`` would not do: it
+adds the *base* interpreter's packages, which lack nubis whenever nubis runs in a virtualenv.
+While it builds, ``python_for`` raises ``EnvironmentPendingError`` (the replica waits and says
+why); a failed build raises ``PhotonLoadError`` with pip's last lines.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import importlib.metadata
 import logging
 import re
 import shutil
+import site
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ log = logging.getLogger("nubis.backends.local")
 
 BUILD_TIMEOUT_S = 900.0
 READY = ".nubis-ready"
+PARENT_PTH = "nubis-platform-env.pth"
 
 
 def missing_requirements(requirements: list[str]) -> list[str]:
@@ -43,8 +48,27 @@ def missing_requirements(requirements: list[str]) -> list[str]:
 
 
 def requirements_key(requirements: list[str]) -> str:
+    """The cache key: the requirement set and the environment the virtualenv extends."""
     canonical = "\n".join(sorted({r.strip() for r in requirements if r.strip()}))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+    extends = "\n".join(platform_site_dirs())
+    return hashlib.sha256(f"{extends}\n\n{canonical}".encode()).hexdigest()[:20]
+
+
+def platform_site_dirs() -> list[str]:
+    """The running interpreter's site-packages folders (its virtualenv's, when it runs in one)."""
+    dirs = list(site.getsitepackages())
+    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    if user and user in sys.path:
+        dirs.append(user)
+    return dirs
+
+
+def write_parent_pth(venv: Path) -> None:
+    """Make ``venv`` see the running environment's packages, after its own (``.pth`` files too)."""
+    own = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    # a .pth line that starts with "import" is run, in a function's scope: no comprehension
+    line = "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in platform_site_dirs())
+    (own / PARENT_PTH).write_text(line + "\n")
 
 
 class VirtualenvCache:
@@ -79,11 +103,13 @@ class VirtualenvCache:
         tmp = venv.with_name(f"{key}.building")
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("building virtualenv %s for %s", key, requirements)
-        steps = [[sys.executable, "-m", "venv", "--system-site-packages", str(tmp)],
+        steps = [[sys.executable, "-m", "venv", str(tmp)],
                  [str(tmp / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
                   "--no-input", "-q", *requirements]]
         try:
             for argv in steps:
+                if argv is steps[1]:
+                    write_parent_pth(tmp)  # before pip: it must see what is installed already
                 code, output = await _run(argv)
                 if code != 0:
                     lines = [ln for ln in output.splitlines() if ln.strip() and "WARNING" not in ln]
