@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from servers import free_port, start, stop
+from servers import LoggedProcess, free_port, start, stop
 
 
 @dataclass
@@ -33,14 +32,14 @@ def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformP
     port, gateway_port = free_port(), free_port()
     env = {"NUBIS_HOME": str(home)}
     proc = start([sys.executable, "-m", "nubis.cli.main", "up", "--home", str(home),
-                  "--port", str(port), "--gateway-port", str(gateway_port), *extra], env=env)
+                  "--port", str(port), "--gateway-port", str(gateway_port), *extra],
+                 log=up_log(home), env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                out = proc.stdout.read() if proc.stdout else ""
-                raise RuntimeError(f"nubis up exited with {proc.returncode}:\n{out}")
+                raise RuntimeError(f"nubis up exited with {proc.returncode}:\n{proc.output()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
@@ -51,8 +50,12 @@ def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformP
                               gateway_url=f"http://127.0.0.1:{gateway_port}")
     finally:
         stop(proc)
-        if proc.stdout:
-            proc.stdout.close()
+
+
+def up_log(home: Path) -> Path:
+    """Where `nubis up` (and what it starts with its stdout) logs: next to its home, not inside."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    return home.with_name(f"{home.name}-up.log")
 
 
 @dataclass
@@ -62,12 +65,12 @@ class RestartablePlatform:
     home: Path
     port: int
     gateway_port: int
-    proc: subprocess.Popen[str] | None = None
+    proc: LoggedProcess | None = None
 
     def up(self) -> None:
         self.proc = start([sys.executable, "-m", "nubis.cli.main", "up", "--home", str(self.home),
                            "--port", str(self.port), "--gateway-port", str(self.gateway_port)],
-                          env={"NUBIS_HOME": str(self.home)})
+                          log=up_log(self.home), env={"NUBIS_HOME": str(self.home)})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -75,7 +78,7 @@ class RestartablePlatform:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise TimeoutError("nubis up did not start")
+        raise TimeoutError(f"nubis up did not start:\n{self.proc.output()[-4000:]}")
 
     @property
     def headers(self) -> dict[str, str]:

@@ -1,4 +1,8 @@
-"""Real photon server processes for tests: start on a free loopback port, wait for /readyz."""
+"""Real photon server processes for tests: start on a free loopback port, wait for /readyz.
+
+Every server logs to a file, never to a pipe: nobody reads a pipe while the test runs, and a
+server that has written 64 KiB into a full pipe blocks (and the test hangs with it).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,27 +31,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class LoggedProcess(subprocess.Popen):  # type: ignore[type-arg]
+    """A server process whose stdout and stderr go to ``log`` (appended, so restarts add up)."""
+
+    def __init__(self, args: list[str], *, log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        with log.open("ab") as out:  # the child has its own copy of the descriptor
+            super().__init__(args, stdout=out, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})}, cwd=ROOT)
+
+    def output(self) -> str:
+        """Everything it printed so far."""
+        return self.log.read_text(errors="replace")
+
+
 @dataclass
 class PhotonProcess:
-    proc: subprocess.Popen[str]
+    proc: LoggedProcess
     url: str
 
     def output(self) -> str:
         """Stop (if running) and return everything it printed."""
         stop(self.proc)
-        out, _ = self.proc.communicate(timeout=10)
-        return out
+        return self.proc.output()
 
 
-def start(args: list[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-    )
+def start(args: list[str], *, log: Path, env: dict[str, str] | None = None) -> LoggedProcess:
+    return LoggedProcess(args, log=log, env=env)
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 15) -> None:
@@ -59,12 +70,11 @@ def stop(proc: subprocess.Popen[str], timeout: float = 15) -> None:
             proc.wait()
 
 
-def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+def wait_ready(url: str, proc: LoggedProcess, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise RuntimeError(f"photon exited with {proc.returncode}:\n{out}")
+            raise RuntimeError(f"photon exited with {proc.returncode}:\n{proc.output()}")
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
@@ -74,20 +84,23 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 120) -> N
 
 @contextlib.contextmanager
 def photon_process(
-    target: str | Path, *extra: str, cli: bool = False, env: dict[str, str] | None = None
+    target: str | Path, *extra: str, cli: bool = False, env: dict[str, str] | None = None,
+    ready_timeout: float = 120,
 ) -> Iterator[PhotonProcess]:
-    """Serve ``target`` with ``python -m nubis.photon.serve`` (or ``nubis photon run``)."""
+    """Serve ``target`` with ``python -m nubis.photon.serve`` (or ``nubis photon run``).
+
+    Its log lives in a temporary folder until the block ends: read it inside with ``output()``.
+    """
     port = free_port()
     if cli:
         cmd = [sys.executable, "-m", "nubis.cli.main", "photon", "run", str(target)]
     else:
         cmd = [sys.executable, "-m", "nubis.photon.serve", str(target)]
-    proc = start([*cmd, "--port", str(port), *extra], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
-        yield PhotonProcess(proc, url)
-    finally:
-        stop(proc)
-        if proc.stdout:
-            proc.stdout.close()
+    with tempfile.TemporaryDirectory(prefix="nubis-photon-") as logs:
+        proc = start([*cmd, "--port", str(port), *extra], log=Path(logs) / "photon.log", env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc, timeout=ready_timeout)
+            yield PhotonProcess(proc, url)
+        finally:
+            stop(proc)

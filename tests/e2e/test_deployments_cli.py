@@ -129,7 +129,8 @@ def test_logs_and_events(platform: PlatformProcess) -> None:
 def test_logs_follow_prints_new_lines_once(platform: PlatformProcess) -> None:
     clean = {k: v for k, v in platform.env.items() if k != "NUBIS_TOKEN"}
     follow = subprocess.Popen([sys.executable, "-m", "nubis.cli.main", "deployment", "logs", "echo", "-f"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean, cwd=ROOT)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean,
+                              cwd=ROOT)  # one pipe, read below: a second, unread one could fill
     try:
         assert follow.stdout is not None
         first = until(lambda: "photon echo is ready" in (line := follow.stdout.readline()) and line,

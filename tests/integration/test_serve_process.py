@@ -7,11 +7,33 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from servers import FIXTURES, free_port, photon_process, start, stop
+
+CHATTY = '''
+import sys
+import nubis
+
+LINE = "x" * 1023 + "\\n"
+
+
+class Chatty(nubis.Photon):
+    """Prints far more than a pipe holds (64 KiB): 160 KiB at init and on every call."""
+
+    def init(self) -> None:
+        sys.stdout.write("init " + LINE * 160)
+        sys.stdout.flush()
+
+    @nubis.handler
+    def talk(self, n: int) -> int:
+        sys.stderr.write(f"call {n} " + LINE * 160)
+        sys.stderr.flush()
+        return n
+'''
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits_cleanly() -> None:
@@ -38,14 +60,15 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly() -> None:
     assert "shutdown() called" in out
 
 
-def test_init_failure_exits_non_zero_with_the_users_error_in_one_block() -> None:
+def test_init_failure_exits_non_zero_with_the_users_error_in_one_block(tmp_path: Path) -> None:
     port = free_port()
     proc = start([sys.executable, "-m", "nubis.photon.serve",
-                  str(FIXTURES / "photons" / "broken"), "--port", str(port)])
+                  str(FIXTURES / "photons" / "broken"), "--port", str(port)], log=tmp_path / "log")
     try:
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         stop(proc)
+    out = proc.output()
     assert proc.returncode == 1
     assert "Broken.init() failed" in out
     assert "FileNotFoundError: weights file 'missing.bin' not found" in out
@@ -62,20 +85,35 @@ def test_init_failure_exits_non_zero_with_the_users_error_in_one_block() -> None
         ("pyproject.toml", "not a .py file, a folder or a bundle"),
     ],
 )
-def test_bad_target_exits_1_with_a_clear_message(target: str, message: str) -> None:
-    proc = start([sys.executable, "-m", "nubis.photon.serve", target, "--port", str(free_port())])
-    out, _ = proc.communicate(timeout=60)
+def test_bad_target_exits_1_with_a_clear_message(target: str, message: str, tmp_path: Path) -> None:
+    proc = start([sys.executable, "-m", "nubis.photon.serve", target, "--port", str(free_port())],
+                 log=tmp_path / "log")
+    proc.wait(timeout=60)
+    out = proc.output()
     assert proc.returncode == 1
     assert message in out
     assert "Traceback" not in out
 
 
-def test_port_in_use_exits_non_zero() -> None:
+def test_port_in_use_exits_non_zero(tmp_path: Path) -> None:
     with photon_process("examples/echo") as photon:
         port = photon.url.rsplit(":", 1)[1]
-        proc = start([sys.executable, "-m", "nubis.photon.serve", "examples/echo", "--port", port])
+        proc = start([sys.executable, "-m", "nubis.photon.serve", "examples/echo", "--port", port],
+                     log=tmp_path / "log")
         try:
-            proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             stop(proc)
         assert proc.returncode != 0
+
+
+def test_a_server_that_logs_more_than_a_pipe_holds_still_answers(tmp_path: Path) -> None:
+    (tmp_path / "chatty.py").write_text(CHATTY)
+    with photon_process(tmp_path / "chatty.py", ready_timeout=30) as photon:  # a pipe: never ready
+        answers = [httpx.post(f"{photon.url}/talk", json={"n": n}, timeout=20).json() for n in (1, 2)]
+        out = photon.output()
+    assert answers == [1, 2]
+    assert "init xxx" in out
+    assert "call 1 xxx" in out
+    assert "call 2 xxx" in out
+    assert len(out) > 3 * 160 * 1024
