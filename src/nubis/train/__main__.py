@@ -1,8 +1,6 @@
 """``python -m nubis.train``: see nubis.train.cli."""
 
-import sys
-
-from nubis.train.cli import main
+from nubis.train.cli import exit_worker, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_worker(main())

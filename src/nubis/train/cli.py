@@ -7,6 +7,8 @@ Exit codes: 0 done; 2 bad arguments (one ``error:`` line); 1 a data or model pro
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -101,3 +103,20 @@ def dispatch(args: argparse.Namespace) -> int:
         result = export_onnx_model_dir(args.src, args.out)
     print(result.model_dump_json(indent=2))
     return 0
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a ``python -m`` entry point: flush and exit; skip finalization after distributed work.
+
+    A process that joined a process group leaves through ``os._exit``: interpreter finalization
+    with torch's C++ threads (gloo, the rendezvous store) still around can abort a process whose
+    work is done (and the platform would retry the job). Nothing is lost: the output is flushed
+    and every file is written and closed by then.
+    """
+    if "WORLD_SIZE" not in os.environ:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -9,6 +9,7 @@ calls ``init_process_group``. Platform extras: ``NUBIS_JOB_ID``, ``NUBIS_CHECKPO
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -82,8 +83,17 @@ def start(worker: WorkerEnv, device: torch.device) -> None:
 
 
 def stop(worker: WorkerEnv) -> None:
+    """Leave the process group while the interpreter is whole, so that the process exits cleanly.
+
+    A DDP wrapper sits in a reference cycle and keeps the group (and gloo's worker threads) alive
+    until the garbage collector runs, which may be interpreter finalization: tearing gloo down
+    then can abort the process ("terminate called without an active exception"). Collect it
+    first, then destroy the group.
+    """
     if worker.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def sum_across(values: list[float], *, worker: WorkerEnv, device: torch.device) -> list[float]:

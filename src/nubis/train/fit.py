@@ -126,28 +126,36 @@ def run_fit(config: FitConfig, *, env: Mapping[str, str]) -> int:
         torch.set_num_threads(distributed.cpu_threads(env))
     try:
         distributed.start(worker, device)
-        torch.manual_seed(config.seed)
-        network = build_network(config.model, prepared.arch_config)
-        trainer = build_trainer(
-            network,
-            x_train=prepared.standardized(prepared.split.x_train),
-            y_train=prepared.split.y_train,
-            worker=worker,
-            device=device,
-            batch_size=config.batch_size,
-            lr=config.learning_rate,
-            amp=config.amp,
-            seed=config.seed,
-        )
-        history = train(config, prepared=prepared, trainer=trainer, worker=worker, env=env)
-        if worker.is_main:
-            metrics = write_model(config, prepared=prepared, network=trainer.network, history=history)
-            print(f"held-out accuracy {metrics.accuracy:.4f} on {len(prepared.split.y_test)} rows; "
-                  f"model written to {config.out}", flush=True)
+        fit_and_write(config, prepared=prepared, worker=worker, device=device, env=env)
+        distributed.barrier(worker)  # rank 0 wrote the model: no rank leaves while another works
     finally:
-        distributed.stop(worker)
+        distributed.stop(worker)  # the trainer is gone by now (see distributed.stop)
         torch.set_num_threads(threads_before)  # for callers that train in-process (tests)
     return 0
+
+
+def fit_and_write(
+    config: FitConfig, *, prepared: Prepared, worker: WorkerEnv, device: torch.device, env: Mapping[str, str]
+) -> None:
+    """Build the (DDP) trainer, train, and on rank 0 write the model directory."""
+    torch.manual_seed(config.seed)
+    network = build_network(config.model, prepared.arch_config)
+    trainer = build_trainer(
+        network,
+        x_train=prepared.standardized(prepared.split.x_train),
+        y_train=prepared.split.y_train,
+        worker=worker,
+        device=device,
+        batch_size=config.batch_size,
+        lr=config.learning_rate,
+        amp=config.amp,
+        seed=config.seed,
+    )
+    history = train(config, prepared=prepared, trainer=trainer, worker=worker, env=env)
+    if worker.is_main:
+        metrics = write_model(config, prepared=prepared, network=trainer.network, history=history)
+        print(f"held-out accuracy {metrics.accuracy:.4f} on {len(prepared.split.y_test)} rows; "
+              f"model written to {config.out}", flush=True)
 
 
 def resume(config: FitConfig, *, trainer: Trainer, directory: Path, worker: WorkerEnv) -> Checkpoint | None:
