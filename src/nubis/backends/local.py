@@ -101,8 +101,8 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
                  gpus: list[int] | None = None, sandbox: Sandbox | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.ledger = Ledger(detect_capacity(cpus=cpus, memory=memory, gpus=gpus))
-        self.venvs = VirtualenvCache(self.state_dir / "venvs")
         self.sandbox = sandbox if sandbox is not None else Sandbox.detect(self.state_dir)
+        self.venvs = VirtualenvCache(self.state_dir / "venvs", self.sandbox)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.state_dir, self.state_dir / "work", self.state_dir / "jobs"):
             folder.mkdir(exist_ok=True)
@@ -128,7 +128,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
             raise ValueError(f"replica id {spec.replica_id!r} must match {REPLICA_ID.pattern}")
         if not self._forget_exited(spec.replica_id):
             raise ValueError(f"replica {spec.replica_id} is already running here")
-        python = self.venvs.python_for(check_bundle(spec))
+        python = self.venvs.python_for(check_bundle(spec), workspace=spec.workspace)
         allocation = self.ledger.allocate(spec.replica_id, spec.resources)
         try:
             return await self._launch(spec, allocation, python)

@@ -17,18 +17,22 @@ import contextlib
 import hashlib
 import importlib.metadata
 import logging
+import os
 import re
 import shutil
 import site
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from nubis.backends.sandbox import Sandbox
 from nubis.errors import EnvironmentPendingError, PhotonLoadError
 
 log = logging.getLogger("nubis.backends.local")
 
 BUILD_TIMEOUT_S = 900.0
+PIP_CONFIG = ["/etc/pip.conf", "/etc/xdg/pip"]  # what a sandboxed pip may read beyond the system
 READY = ".nubis-ready"
 PARENT_PTH = "nubis-platform-env.pth"
 
@@ -47,11 +51,12 @@ def missing_requirements(requirements: list[str]) -> list[str]:
     return missing
 
 
-def requirements_key(requirements: list[str]) -> str:
-    """The cache key: the requirement set and the environment the virtualenv extends."""
+def requirements_key(requirements: list[str], workspace: str = "") -> str:
+    """The cache key: the workspace (a build runs a package's code: one workspace's build is never
+    another's virtualenv), the requirement set and the environment the virtualenv extends."""
     canonical = "\n".join(sorted({r.strip() for r in requirements if r.strip()}))
     extends = "\n".join(platform_site_dirs())
-    return hashlib.sha256(f"{extends}\n\n{canonical}".encode()).hexdigest()[:20]
+    return hashlib.sha256(f"{workspace}\n\n{extends}\n\n{canonical}".encode()).hexdigest()[:20]
 
 
 def platform_site_dirs() -> list[str]:
@@ -71,19 +76,37 @@ def write_parent_pth(venv: Path) -> None:
     (own / PARENT_PTH).write_text(line + "\n")
 
 
+def pip_paths(environ: Mapping[str, str]) -> list[str]:
+    """Local folders and files the operator's ``PIP_*`` settings name (find-links, constraints,
+    ``file://`` indexes): a sandboxed pip may read them."""
+    paths = []
+    for name, value in environ.items():
+        if name.startswith("PIP_"):
+            for word in value.split():
+                path = word.removeprefix("file://")
+                if path.startswith("/") and os.path.exists(path):
+                    paths.append(path)
+    return paths
+
+
 class VirtualenvCache:
-    def __init__(self, root: Path) -> None:
+    """``sandbox``: where ``pip install`` (which runs the packages' build code) is confined — it may
+    write only the virtualenv being built and its own tmp, as the workspace's uid when there is one."""
+
+    def __init__(self, root: Path, sandbox: Sandbox | None = None) -> None:
         self.root = root
+        self.sandbox = sandbox
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._started: dict[str, float] = {}
         self._failed: dict[str, str] = {}
 
-    def python_for(self, requirements: list[str]) -> str:
-        """The interpreter a bundle with these requirements runs on (ours when nothing is missing)."""
+    def python_for(self, requirements: list[str], *, workspace: str = "") -> str:
+        """The interpreter a bundle of ``workspace`` with these requirements runs on (ours when
+        nothing is missing)."""
         missing = missing_requirements(requirements)
         if not missing:
             return sys.executable
-        key = requirements_key(requirements)
+        key = requirements_key(requirements, workspace)
         venv = self.root / key
         if (venv / READY).exists():
             return str(venv / "bin" / "python")
@@ -92,25 +115,37 @@ class VirtualenvCache:
                                   details={"missing_requirements": missing})
         if key not in self._builds or self._builds[key].done():
             self._started[key] = time.monotonic()
-            self._builds[key] = asyncio.create_task(self._build(key, venv, requirements))
+            self._builds[key] = asyncio.create_task(self._build(key, venv, requirements, workspace))
         waited = time.monotonic() - self._started[key]
         raise EnvironmentPendingError(
             f"building a virtualenv for {', '.join(missing)} (missing from the platform's environment; "
             f"{waited:.0f} s so far)", details={"missing_requirements": missing},
         )
 
-    async def _build(self, key: str, venv: Path, requirements: list[str]) -> None:
+    async def _build(self, key: str, venv: Path, requirements: list[str], workspace: str) -> None:
         tmp = venv.with_name(f"{key}.building")
-        shutil.rmtree(tmp, ignore_errors=True)
+        scratch = venv.with_name(f"{key}.pip-tmp")
+        for folder in (tmp, scratch):
+            shutil.rmtree(folder, ignore_errors=True)
         log.info("building virtualenv %s for %s", key, requirements)
         steps = [[sys.executable, "-m", "venv", str(tmp)],
                  [str(tmp / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
                   "--no-input", "-q", *requirements]]
+        env = None
+        if self.sandbox is not None and self.sandbox.enabled:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.chmod(0o711)
+            for folder in (tmp, scratch):
+                self.sandbox.own(folder, workspace, mode=0o755 if folder is tmp else 0o700)
+            policy = self.sandbox.policy(workspace=workspace, read=[*PIP_CONFIG, *pip_paths(os.environ)],
+                                         write=[str(tmp), str(scratch)])
+            steps = [self.sandbox.command(argv, policy) for argv in steps]
+            env = {**os.environ, "TMPDIR": str(scratch), "HOME": str(scratch), "PIP_NO_CACHE_DIR": "1"}
         try:
             for argv in steps:
                 if argv is steps[1]:
                     write_parent_pth(tmp)  # before pip: it must see what is installed already
-                code, output = await _run(argv)
+                code, output = await _run(argv, env=env)
                 if code != 0:
                     lines = [ln for ln in output.splitlines() if ln.strip() and "WARNING" not in ln]
                     self._failed[key] = " | ".join(lines[-3:]) or f"exit code {code}"
@@ -121,13 +156,14 @@ class VirtualenvCache:
             tmp.rename(venv)
             log.info("virtualenv %s ready", key)
         finally:
+            shutil.rmtree(scratch, ignore_errors=True)
             if tmp.exists() and not (venv / READY).exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _run(argv: list[str]) -> tuple[int, str]:
+async def _run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT)
+                                                   stderr=asyncio.subprocess.STDOUT, env=env)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), BUILD_TIMEOUT_S)
     except TimeoutError:

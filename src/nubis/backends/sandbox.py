@@ -43,7 +43,8 @@ SYSTEM_READ = (
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone",
     "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf",
     "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/passwd", "/etc/group", "/etc/mime.types",
-    "/etc/os-release", "/etc/alternatives", "/etc/protocols", "/etc/services",
+    "/etc/os-release", "/etc/alternatives", "/etc/protocols", "/etc/services", "/etc/debian_version",
+    "/etc/lsb-release", "/etc/redhat-release", "/etc/system-release", "/etc/machine-id",
 )
 DEVICES_RW = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nubis.backends import sandbox_exec
+from nubis.backends.local_venvs import pip_paths, requirements_key
 from nubis.backends.sandbox import LAUNCHER, Sandbox, UidMap, _safe_reads, harden_home
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Landlock is Linux's")
@@ -107,3 +108,12 @@ def test_as_root_the_launcher_drops_to_the_workspace_uid(tmp_path: Path) -> None
     caps = _launch({"ro": ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc"], "rw": []},
                    "/bin/grep", "CapEff", "/proc/self/status")
     assert caps.stdout.split() == ["CapEff:", "0000000000000000"], caps.stderr
+
+
+def test_virtualenvs_are_per_workspace_and_pip_reads_only_the_operators_paths(tmp_path: Path) -> None:
+    assert requirements_key(["six"], "a") != requirements_key(["six"], "b")
+    assert requirements_key(["six"], "a") == requirements_key([" six "], "a")
+    (tmp_path / "wheels").mkdir()
+    environ = {"PIP_FIND_LINKS": f"{tmp_path / 'wheels'} /does/not/exist",
+               "PIP_INDEX_URL": f"file://{tmp_path}", "HOME": "/root", "PIP_TIMEOUT": "60"}
+    assert sorted(pip_paths(environ)) == sorted([str(tmp_path / "wheels"), str(tmp_path)])
