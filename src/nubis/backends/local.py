@@ -107,6 +107,8 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         for folder in (self.state_dir, self.state_dir / "work", self.state_dir / "jobs"):
             folder.mkdir(exist_ok=True)
             folder.chmod(0o711)  # workloads reach their own folders below, and list nothing
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        (self.state_dir / "logs").chmod(0o700)  # every workload's output: the control plane's only
         self._replicas: dict[str, TrackedProcess] = {}
         self._exit_codes: dict[tuple[str, int], int | None] = {}  # (id, pid) of forgotten ones
 

@@ -206,6 +206,10 @@ class Sandbox:
         gid = self.uid_for(workspace)
         if gid is None:
             return
+        folder.parent.chmod(0o711)  # workspaces/<ws>: its photons/ stay the control plane's
+        for sibling in folder.parent.iterdir():
+            if sibling != folder and sibling.is_dir():
+                sibling.chmod(0o700)
         for root, dirs, files in os.walk(folder):
             os.chown(root, -1, gid)
             os.chmod(root, 0o2770)

@@ -70,6 +70,9 @@ def harden(settings: ServerSettings) -> None:
     if not settings.storage.startswith("s3://") and settings.home in storage.parents:
         open_dirs += [storage, storage / "workspaces"]
     harden_home(settings.home, open_dirs=open_dirs)
+    for cache in (settings.home / "cache").iterdir():
+        if cache.is_dir() and cache.name != "photons":
+            cache.chmod(0o700)  # job code archives of every workspace: the control plane's only
 
 
 async def prepare(ctx: ServerContext) -> None:

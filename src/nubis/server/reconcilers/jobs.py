@@ -321,6 +321,7 @@ class JobReconciler:
         info = store.info(path)
         stamp = hashlib.sha256(f"{workspace}\0{path}\0{info.size}\0{info.modified}".encode()).hexdigest()
         dest = self.ctx.settings.home / "cache" / "code" / f"{stamp}.zip"
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # every workspace's code: ours only
         if not dest.exists():
             store.download(path, dest)
         return dest
