@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from nubis.backends.sandbox import LAUNCHER
 from nubis.photon.build import build_bundle
 from nubis.server.orm import ReplicaRow
 from nubis.server.settings import ServerSettings
@@ -263,3 +265,24 @@ async def test_ordinary_workloads_still_run_sandboxed(contained_platform: Platfo
     logs = (await p.http.get("/api/v1/jobs/ddp/logs", headers=auth(member))).json()
     assert done["status"] == "succeeded", (done, logs)
     assert any("sum 3.0 on rank 0" in line for line in logs), logs
+
+
+async def test_with_a_uid_per_workspace_file_modes_alone_keep_a_apart(contained_platform: Platform) -> None:
+    """Defence in depth: B's uid without Landlock (read everything) still reads nothing of A's
+    nor the platform's secrets; only the bundle cache is readable, which A's uid needs too."""
+    p = contained_platform
+    sandbox = p.ctx.backend.sandbox
+    if sandbox.uids is None:
+        pytest.skip(f"no uid per workspace here: {p.ctx.isolation}")
+    targets = await workspace_a(p)
+    policy = {"ro": ["/"], "rw": [], "uid": sandbox.uid_for("b"), "gid": sandbox.uid_for("b")}
+    script = ("import json, sys; sys.path.insert(0, sys.argv[2]); import attacks; "
+              "print(json.dumps(attacks.attack(json.loads(sys.argv[1]))))")
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(policy), sys.executable, "-c",
+                         script, json.dumps({**targets, "write": [], "urls": []}), str(HERE)],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    leaked = opened(json.loads(done.stdout))
+    bundle_cache = f"read {targets['read'][-1]}"
+    assert set(leaked) <= {bundle_cache}, leaked
