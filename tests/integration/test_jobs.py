@@ -153,3 +153,26 @@ async def test_bad_job_specs_get_a_clear_422(
     r = await sqlite_platform.http.post("/api/v1/jobs", json=spec, headers=sqlite_platform.admin)
     assert r.status_code == 422, r.text
     assert words in r.json()["error"]["message"]
+
+
+async def test_a_gang_its_quota_could_never_hold_is_refused_at_submit(sqlite_platform: Platform) -> None:
+    p = sqlite_platform
+    r = await p.http.post("/api/v1/workspaces", json={"name": "small"}, headers=p.admin)
+    assert r.status_code == 201, r.text
+    r = await p.http.patch("/api/v1/workspaces/small", json={"cpu_quota": 0.5, "memory_quota": 2**30},
+                           headers=p.admin)
+    assert r.status_code == 200, r.text
+    member = p.auth(await p.token("member", "small"))
+    spec = {"name": "big", "workers": 2, "resources": {"cpu": 0.5, "memory": "64Mi"},
+            "command": [PY, "-c", "1"]}
+    r = await p.http.post("/api/v1/jobs", json=spec, headers=member)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "validation_error"
+    why = "needs 0.5 CPU per worker × 2 workers = 1 CPU; workspace small's quota is 0.5 CPU"
+    assert why in error["message"]
+    assert error["details"]["quota"] == {"cpu": 0.5, "memory": 2**30, "gpu": None}
+    # exactly the quota: queued as usual
+    ok = {**spec, "workers": 1, "resources": {"cpu": 0.5, "memory": "1Gi"}}
+    r = await p.http.post("/api/v1/jobs", json=ok, headers=member)
+    assert r.status_code == 201, r.text

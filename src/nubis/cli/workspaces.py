@@ -10,11 +10,32 @@ import typer
 from nubis.cli import render
 from nubis.client.client import Client
 from nubis.client.workspaces import UNSET
-from nubis.models.resources import parse_bytes
+from nubis.models.resources import format_size, parse_bytes
+from nubis.models.workspaces import Workspace
 
 app = typer.Typer(help="Workspaces: tenancy for files, secrets, photons and tokens.", no_args_is_help=True)
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
 COLUMNS = ["name", "storage_quota_bytes", "cpu_quota", "memory_quota", "gpu_quota", "created_at"]
+SIZES = ("storage_quota_bytes", "memory_quota")
+
+
+def rows(items: list[Workspace], columns: list[str]) -> list[list[Any]]:
+    """Table rows with sizes in units (``4Gi``, not ``4294967296``); ``--output json`` keeps bytes."""
+    table = []
+    for ws in items:
+        fields = ws.model_dump()
+        for key in SIZES:
+            if fields[key] is not None:
+                fields[key] = format_size(fields[key])
+        table.append([render.cell(fields[c]) for c in columns])
+    return table
+
+
+def show(ws: Workspace, output: str) -> None:
+    if render.check_output(output) == "json":
+        render.model(ws, output)
+    else:
+        render.table(f"workspace {ws.name}", ["id", *COLUMNS], rows([ws], ["id", *COLUMNS]))
 
 
 @app.command("create")
@@ -26,20 +47,24 @@ def create(
     """Create a workspace (platform admin only)."""
     with Client() as client:
         ws = client.workspaces.create(name, storage_quota_bytes=parse_bytes(quota) if quota else None)
-    render.model(ws, output)
+    show(ws, output)
 
 
 @app.command("list")
 def list_(output: Output = "table") -> None:
     """List the workspaces this token can see."""
     with Client() as client:
-        render.models("workspaces", client.workspaces.list(), COLUMNS, output)
+        items = client.workspaces.list()
+    if render.check_output(output) == "json":
+        render.models("workspaces", items, COLUMNS, output)
+    else:
+        render.table("workspaces", COLUMNS, rows(items, COLUMNS))
 
 
 @app.command("get")
 def get(name: str, output: Output = "table") -> None:
     with Client() as client:
-        render.model(client.workspaces.get(name), output)
+        show(client.workspaces.get(name), output)
 
 
 @app.command("quota")
@@ -60,7 +85,7 @@ def quota(
     with Client() as client:
         ws = client.workspaces.set_quota(name, read(size, parse_bytes), cpu=read(cpu, float),
                                          memory=read(memory, parse_bytes), gpu=read(gpu, int))
-        render.model(ws, output)
+    show(ws, output)
 
 
 @app.command("delete")

@@ -34,6 +34,15 @@ def parse_bytes(value: int | float | str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def format_size(size: int) -> str:
+    """``4294967296`` → ``4Gi``, ``1610612736`` → ``1.5Gi``: the units ``parse_bytes`` reads."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        scale = _UNITS[unit.lower()]
+        if size >= scale:
+            return f"{round(size / scale, 2):g}{unit}"
+    return str(size)
+
+
 class Resources(BaseModel):
     """What one replica (or one job worker) needs: ``Resources(cpu=1, memory="2Gi", gpu=0)``."""
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nubis import Resources
-from nubis.models.resources import parse_bytes
+from nubis.models.resources import format_size, parse_bytes
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,12 @@ def test_resources_reject_bad_values(kwargs: dict, message: str) -> None:
 def test_resources_are_frozen() -> None:
     with pytest.raises(pydantic.ValidationError):
         Resources().cpu = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("size", "shown"), [
+    (4 * 2**30, "4Gi"), (1536 * 2**20, "1.5Gi"), (512 * 2**20, "512Mi"), (2**40, "1Ti"),
+    (1000, "1000"), (0, "0"),
+])
+def test_format_size_writes_what_parse_bytes_reads(size: int, shown: str) -> None:
+    assert format_size(size) == shown
+    assert parse_bytes(shown) == size

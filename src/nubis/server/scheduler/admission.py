@@ -140,6 +140,19 @@ def format_resources(amounts: Vec, dims: Sequence[int] = (0, 1, 2)) -> str:
     return ", ".join(parts) if parts else "nothing"
 
 
+def beyond_quota(workspace: str, workers: int, per_worker: Demand, quota: Quota) -> str | None:
+    """Why a gang can never run within ``quota`` (the same rule as ``exceeds workspace quota`` at
+    admission), or None when it can: ``needs 2 CPU per worker × 2 workers = 4 CPU; …``."""
+    _check_gang(workers, per_worker)
+    pw, d, q = _vec(per_worker), _vec(per_worker, workers), _vec(quota)
+    dims = [i for i in range(3) if d[i] > q[i]]
+    if not dims:
+        return None
+    plural = "s" if workers != 1 else ""
+    return (f"needs {format_resources(pw, dims)} per worker × {workers} worker{plural} = "
+            f"{format_resources(d, dims)}; workspace {workspace}'s quota is {format_resources(q, dims)}")
+
+
 def _vec(demand: Demand | Quota, workers: int = 1) -> Vec:
     """``demand`` (times ``workers``) in integers; a quota's None becomes no limit."""
     cpu, memory, gpu = demand.cpu, demand.memory, demand.gpu

@@ -23,12 +23,14 @@ from nubis.models.jobs import (
     JobStatus,
     MetricsReport,
     Worker,
+    job_outputs_path,
 )
 from nubis.models.limits import check_code_archive
 from nubis.models.resources import Resources
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
-from nubis.server.orm import JobEventRow, JobRow, JobWorkerRow, TokenRow, new_id, utcnow
+from nubis.server.orm import JobEventRow, JobRow, JobWorkerRow, TokenRow, WorkspaceRow, new_id, utcnow
+from nubis.server.scheduler.admission import Demand, Quota, beyond_quota
 from nubis.server.scheduler.jobs import check_job_transition
 from nubis.server.services import audit, secrets
 
@@ -69,6 +71,7 @@ def to_model(row: JobRow, workers: list[JobWorkerRow]) -> Job:
             for w in sorted(workers, key=lambda w: w.rank) if w.attempt == row.attempt
         ],
         metrics=row.metrics or {}, history=row.history or [], model=row.model_ref,
+        outputs=job_outputs_path(row.id) if row.attempt else None,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
     )
 
@@ -110,6 +113,25 @@ def check_gang_fits(ctx: ServerContext, resources: Resources, workers: int) -> N
         )
 
 
+async def check_gang_within_quota(
+    session: AsyncSession, caller: Caller, resources: Resources, workers: int
+) -> None:
+    """Refuse a gang its workspace's quota could never hold, even with nothing else running."""
+    ws = await session.get(WorkspaceRow, caller.workspace_id)
+    if ws is None:
+        return
+    quota = Quota(cpu=ws.cpu_quota, memory=ws.memory_quota, gpu=ws.gpu_quota)
+    per_worker = Demand(cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu)
+    why = beyond_quota(caller.workspace, workers, per_worker, quota)
+    if why is not None:
+        raise ValidationError(
+            f"the job can never run within its workspace's quota: {why}; ask for fewer workers or "
+            "smaller resources, or ask an admin to raise the quota (`nubis workspace quota`)",
+            details={"workers": workers, "resources": resources.model_dump(),
+                     "quota": {"cpu": ws.cpu_quota, "memory": ws.memory_quota, "gpu": ws.gpu_quota}},
+        )
+
+
 def _check_code(ctx: ServerContext, caller: Caller, code: str | None) -> None:
     """The code archive is in storage, is a zip, and stays within the limits once unpacked."""
     if code is None:
@@ -133,6 +155,7 @@ async def create(
 ) -> Job:
     """Queue a job; the reconciler admits it when its gang fits."""
     check_gang_fits(ctx, spec.resources, spec.workers)
+    await check_gang_within_quota(session, caller, spec.resources, spec.workers)
     await secrets.check_exist(session, caller, spec.secrets)
     _check_code(ctx, caller, spec.code)
     row = JobRow(

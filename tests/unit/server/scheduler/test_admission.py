@@ -16,6 +16,7 @@ from nubis.server.scheduler.admission import (
     QueuedJob,
     Quota,
     RunningJob,
+    beyond_quota,
     decide_admissions,
     format_resources,
     millicores,
@@ -469,3 +470,10 @@ def test_decisions_are_deterministic_and_ignore_input_order(s: AdmissionSnapshot
                                  usage=s.usage)
     first = decide_admissions(s, now=NOW)
     assert decide_admissions(s, now=NOW) == first == decide_admissions(shuffled, now=NOW + 1)
+
+
+def test_beyond_quota_says_per_worker_times_workers_and_the_quota() -> None:
+    assert beyond_quota("ws", 2, Demand(cpu=2), Quota(cpu=1)) == (
+        "needs 2 CPU per worker × 2 workers = 4 CPU; workspace ws's quota is 1 CPU")
+    assert beyond_quota("ws", 2, Demand(cpu=0.5, memory=GIB), Quota(cpu=1, memory=2 * GIB)) is None
+    assert beyond_quota("ws", 1, Demand(gpu=1), Quota()) is None
