@@ -171,8 +171,17 @@ class JobsCapability(ABC):
         """Where the job's workers keep checkpoints across retries (``NUBIS_CHECKPOINT_DIR``)."""
 
     @abstractmethod
+    def output_dir(self, job_id: str) -> str:
+        """Where the job's workers write what must outlive it (``NUBIS_OUTPUT_DIR``); the control
+        plane copies it to the workspace's storage when each attempt ends."""
+
+    @abstractmethod
     def forget_job(self, job_id: str) -> None:
-        """The job is over: drop its working folders and checkpoints."""
+        """The job is over: drop its working folders; its checkpoints may stay for a while."""
+
+    def sweep_jobs(self, *, now: float) -> int:
+        """Remove what ended jobs left (their checkpoints) once kept long enough; returns how many."""
+        return 0
 
 
 class GpuCapability(ABC):

@@ -2,8 +2,9 @@
 
 Each worker is ``python worker_exit.py EXIT_FILE COMMAND...`` in its own session, so it outlives a
 crashed control plane and its exit code survives in ``state_dir/jobs/<job>/exit/<worker>``.
-The job's folder holds its unpacked code (every worker's cwd) and its checkpoints, kept across
-retries and removed by ``forget_job``.
+The job's folder holds its unpacked code (every worker's cwd), its checkpoints and its outputs,
+kept across retries. ``forget_job`` (the job ended) removes all but the checkpoints, which stay
+``CHECKPOINT_RETENTION_S`` after the job ended; ``sweep_jobs`` removes them then.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ log = logging.getLogger("nubis.backends.local")
 
 WORKER_EXIT = Path(__file__).with_name("worker_exit.py")
 PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
+CHECKPOINT_RETENTION_S = 7 * 24 * 3600.0
+ENDED = "ended"  # a job folder's marker: the job ended at this file's mtime
 
 
 def worker_argv(command: tuple[str, ...], exit_file: Path, sandbox: Sandbox, policy: Policy) -> list[str]:
@@ -105,8 +108,39 @@ class LocalJobs(JobsCapability):
     def rendezvous(self, job_id: str, workers: int) -> dict[str, str]:
         return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
 
+    def output_dir(self, job_id: str) -> str:
+        return str(self.job_dir(job_id) / "outputs")
+
     def forget_job(self, job_id: str) -> None:
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        """Drop the job's code, tmp and outputs (already copied to storage); keep its checkpoints
+        for ``CHECKPOINT_RETENTION_S`` (``sweep_jobs``)."""
+        job_dir = self.job_dir(job_id)
+        if not job_dir.is_dir():
+            return
+        for name in ("code", "tmp", "outputs", "exit"):
+            shutil.rmtree(job_dir / name, ignore_errors=True)
+        checkpoints = job_dir / "checkpoints"
+        if checkpoints.is_dir() and any(checkpoints.iterdir()):
+            (job_dir / ENDED).touch()
+        else:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    def sweep_jobs(self, *, now: float, retention_s: float = CHECKPOINT_RETENTION_S) -> int:
+        """Remove the folders (checkpoints) of jobs that ended over ``retention_s`` ago."""
+        removed = 0
+        try:
+            folders = list((self.state_dir / "jobs").iterdir())
+        except FileNotFoundError:
+            return 0
+        for folder in folders:
+            try:
+                ended = (folder / ENDED).stat().st_mtime
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if now - ended > retention_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     async def start_worker(self, spec: WorkerSpec) -> ReplicaHandle:
         if not REPLICA_ID.match(spec.worker_id):
@@ -129,7 +163,9 @@ class LocalJobs(JobsCapability):
         if spec.code is not None and not cwd.exists():
             await asyncio.to_thread(unpack_code, Path(spec.code), cwd)
             await asyncio.to_thread(give_tree, cwd, sandbox.uid_for(spec.workspace))
-        for folder in (cwd, Path(self.checkpoint_dir(spec.job_id)), job_dir / "tmp"):
+        (job_dir / ENDED).unlink(missing_ok=True)
+        outputs = Path(self.output_dir(spec.job_id))
+        for folder in (cwd, Path(self.checkpoint_dir(spec.job_id)), outputs, job_dir / "tmp"):
             sandbox.own(folder, spec.workspace)
         exit_file = job_dir / "exit" / spec.worker_id
         exit_file.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +180,7 @@ class LocalJobs(JobsCapability):
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
             REPLICA_ID_ENV: spec.worker_id,
             "NUBIS_CHECKPOINT_DIR": self.checkpoint_dir(spec.job_id),
+            "NUBIS_OUTPUT_DIR": str(outputs),
             "PYTHONUNBUFFERED": "1",
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
             "TMPDIR": str(job_dir / "tmp"),
@@ -152,7 +189,7 @@ class LocalJobs(JobsCapability):
         uid = sandbox.uid_for(spec.workspace)
         if uid is not None:
             env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})
-        writable = [str(cwd), self.checkpoint_dir(spec.job_id), str(job_dir / "tmp")]
+        writable = [str(cwd), self.checkpoint_dir(spec.job_id), str(outputs), str(job_dir / "tmp")]
         storage = local_storage(env.get("NUBIS_STORAGE_URL"))
         if storage is not None:
             await asyncio.to_thread(sandbox.share_storage, storage, spec.workspace)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from nubis.client.base import ResourceAPI
-from nubis.errors import NubisError
-from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job, JobEvent
+from nubis.client.storage import StorageAPI
+from nubis.errors import BadRequestError, NubisError
+from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job, JobEvent, job_outputs_path
 from nubis.models.resources import Resources
+from nubis.models.storage import StorageObject, normalize_path
 
 POLL_S = 0.5
 
@@ -73,6 +76,23 @@ class JobsAPI(ResourceAPI):
     def events(self, ref: str, *, limit: int = 100) -> list[JobEvent]:
         return [JobEvent.model_validate(e) for e in self._t.json("GET", f"/jobs/{ref}/events",
                                                                   params={"limit": limit})]
+
+    def outputs(self, ref: str) -> list[StorageObject]:
+        """The files the job left in ``NUBIS_OUTPUT_DIR`` (storage paths under ``job.outputs``)."""
+        return [StorageObject.model_validate(o) for o in self._t.json("GET", f"/jobs/{ref}/outputs")]
+
+    def get_outputs(self, ref: str, dest: str | Path) -> list[Path]:
+        """Download the job's outputs into ``dest`` (their layout kept); the files written."""
+        job = self.get(ref)
+        prefix = job_outputs_path(job.id)
+        storage = StorageAPI(self._t)
+        written = []
+        for obj in self.outputs(job.id):
+            rel = obj.path[len(prefix):].lstrip("/")
+            if not obj.path.startswith(prefix + "/") or normalize_path(rel) != rel:
+                raise BadRequestError(f"refusing to write {obj.path!r} outside {dest}")
+            written.append(storage.get(obj.path, Path(dest) / rel))
+        return written
 
     def logs(self, ref: str, *, worker: int = 0, tail: int = 100, attempt: int | None = None) -> list[str]:
         params: dict[str, Any] = {"worker": worker, "tail": tail}

@@ -47,6 +47,11 @@ class WorkerStatus(enum.StrEnum):
     unknown = "unknown"
 
 
+def job_outputs_path(job_id: str) -> str:
+    """Where a job's ``NUBIS_OUTPUT_DIR`` is kept in its workspace's storage."""
+    return f".jobs/{job_id}/outputs"
+
+
 TERMINAL_JOB_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 OutputJobStatus = Annotated[JobStatus, tolerant_enum(JobStatus)]
@@ -172,6 +177,8 @@ class Job(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="the latest reported metrics")
     history: list[dict[str, Any]] = Field(default_factory=list, description="every reported metrics record")
     model: str | None = Field(default=None, description="'name:version' registered from the result")
+    outputs: str | None = Field(
+        default=None, description="the storage folder that receives NUBIS_OUTPUT_DIR when each attempt ends")
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nubis.backends.base import JobsCapability, ReplicaHandle, WorkerSpec
 from nubis.errors import NoCapacityError, NubisError
 from nubis.models.auth import Role
-from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus
+from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus, job_outputs_path
+from nubis.models.storage import format_bytes
 from nubis.server.context import ServerContext
 from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
 from nubis.server.scheduler.admission import (
@@ -42,6 +43,7 @@ from nubis.server.scheduler.jobs import (
     retry_or_fail,
 )
 from nubis.server.services import jobs, models, secrets, tokens
+from nubis.server.services.job_outputs import save_outputs
 from nubis.server.services.jobs import event, switch_job_status
 
 log = logging.getLogger("nubis.reconciler.jobs")
@@ -51,6 +53,7 @@ ACTIVE = (J.queued.value, J.running.value, J.stopping.value)
 STOP_GRACE_S = 10.0
 TOKEN_LIFETIME = timedelta(days=7)
 ERROR_LINES = 15
+SWEEP_EVERY_S = 600.0
 
 
 class JobReconciler:
@@ -61,12 +64,16 @@ class JobReconciler:
         self.backend: JobsCapability = ctx.backend
         self.interval_s = interval_s
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._swept_at = 0.0
 
     async def run(self) -> None:
         await self.adopt()
         while True:
             try:
                 await self.reconcile_once()
+                if time.time() - self._swept_at > SWEEP_EVERY_S:
+                    self._swept_at = time.time()
+                    await asyncio.to_thread(self.backend.sweep_jobs, now=self._swept_at)
             except Exception:
                 log.exception("job reconciler round failed; retrying")
             await asyncio.sleep(self.interval_s)
@@ -157,6 +164,11 @@ class JobReconciler:
 
     async def _finish(self, session: AsyncSession, job: JobRow) -> None:
         reason = None
+        workspace = await session.get(WorkspaceRow, job.workspace_id)
+        if workspace is not None:
+            message = await self._save_outputs(workspace.name, job.id)
+            if message:
+                event(session, job.id, "outputs", message)
         if job.purpose:
             try:
                 job.model_ref = await models.register_result(session, self.ctx, job)
@@ -172,6 +184,23 @@ class JobReconciler:
     async def _close(self, session: AsyncSession, job: JobRow) -> None:
         await jobs.revoke_job_token(session, job)
         self.backend.forget_job(job.id)
+
+    async def _save_outputs(self, workspace: str, job_id: str) -> str | None:
+        """An attempt ended: copy ``NUBIS_OUTPUT_DIR`` to storage; what to say in the job's events."""
+        prefix = job_outputs_path(job_id)
+        try:
+            saved = await asyncio.to_thread(save_outputs, self.ctx.store.files(workspace),
+                                            self.backend.output_dir(job_id), prefix)
+        except Exception as exc:
+            log.exception("saving the outputs of job %s failed", job_id)
+            return f"the outputs could not be saved: {exc}"
+        if not saved.files and not saved.skipped:
+            return None
+        message = f"outputs: {saved.files} file(s), {format_bytes(saved.bytes)} saved to {prefix}/"
+        if saved.skipped:
+            message += (f"; {len(saved.skipped)} skipped (links, special files, bad names or over the "
+                        f"limit): {', '.join(saved.skipped[:5])}")
+        return message
 
     def _begin_stop(self, session: AsyncSession, job: JobRow, outcome: JobStatus, reason: str) -> None:
         """Ask for the gang to stop; the stop task starts once this is committed (next round)."""
@@ -192,8 +221,11 @@ class JobReconciler:
                 if job is None or job.status != J.stopping.value:
                     return
                 workers = await jobs.workers_of(session, job)
+                workspace = await session.get(WorkspaceRow, job.workspace_id)
+                attempted = job.attempt > 0
             handles = [ReplicaHandle.from_dict(w.handle) for w in workers if w.handle]
             await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=STOP_GRACE_S) for h in handles))
+            saved = await self._save_outputs(workspace.name, job_id) if workspace and attempted else None
             async with self.ctx.db.sessions() as session:
                 job = await session.get(JobRow, job_id)
                 if job is None or job.status != J.stopping.value:
@@ -203,6 +235,8 @@ class JobReconciler:
                         worker.status = WorkerStatus.stopped.value
                 outcome = J(job.stop_outcome or J.failed.value)
                 job.stop_outcome = None
+                if saved:
+                    event(session, job.id, "outputs", saved)
                 switch_job_status(session, job, outcome, job.reason)
                 await jobs.revoke_job_token(session, job)
                 if outcome != J.queued:

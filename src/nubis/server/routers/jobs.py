@@ -9,8 +9,9 @@ from fastapi.responses import StreamingResponse
 
 from nubis.models.jobs import Job, JobEvent, JobSpec, JobStatus, MetricsReport, TrainRequest
 from nubis.models.limits import MAX_VERSION
+from nubis.models.storage import StorageObject
 from nubis.server.deps import Context, Reader, Session, Writer
-from nubis.server.services import jobs, models
+from nubis.server.services import job_outputs, jobs, models
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -47,6 +48,13 @@ async def job_events(
     ref: str, caller: Reader, session: Session, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[JobEvent]:
     return await jobs.events(session, caller, ref, limit=limit)
+
+
+@router.get("/jobs/{ref}/outputs")
+async def job_outputs_list(ref: str, caller: Reader, session: Session, ctx: Context) -> list[StorageObject]:
+    """The files its workers left in `NUBIS_OUTPUT_DIR`, copied to storage when each attempt ended
+    (fetch them with `GET /api/v1/storage/{path}`)."""
+    return await job_outputs.list_outputs(session, ctx, caller, ref)
 
 
 @router.get("/jobs/{ref}/logs")

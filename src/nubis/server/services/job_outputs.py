@@ -1,0 +1,109 @@
+"""A job's outputs: its ``NUBIS_OUTPUT_DIR``, copied to the workspace's storage
+(``.jobs/<job id>/outputs/``) when each attempt ends, so they outlive the job's folder.
+
+The folder is the workload's: the copy never follows a link (a symbolic link to a file of the
+platform would otherwise be read with the control plane's rights), skips anything that is not a
+plain file with one link, and opens each file beneath a directory descriptor (``os.fwalk``), so
+swapping a folder for a link during the copy leads nowhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nubis.errors import NubisError
+from nubis.models.jobs import job_outputs_path
+from nubis.models.storage import StorageObject, normalize_path
+from nubis.server.context import ServerContext
+from nubis.server.deps import Caller
+from nubis.server.services.jobs import get_row_or_raise
+from nubis.storage import CHUNK, Store
+
+log = logging.getLogger("nubis.jobs.outputs")
+
+MAX_OUTPUT_FILES = 10_000
+
+
+@dataclass
+class SavedOutputs:
+    files: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def _open_plain(name: str, dir_fd: int) -> int | None:
+    """A descriptor of a plain, singly linked file (never through a link), or None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _copy(store: Store, fd: int, path: str) -> int:
+    writer = store.writer(path)
+    written = 0
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                written += writer.write(chunk)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return written
+
+
+def save_outputs(store: Store, folder: str, prefix: str) -> SavedOutputs:
+    """Copy the plain files under ``folder`` to ``prefix/`` and drop what was there before and is
+    gone now. A missing folder changes nothing (a job forgotten already)."""
+    saved = SavedOutputs()
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return saved
+    kept: set[str] = set()
+    for root, _dirs, names, root_fd in os.fwalk(folder, follow_symlinks=False):
+        for name in sorted(names):
+            rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+            try:
+                target = normalize_path(f"{prefix}/{rel}")
+            except NubisError:
+                saved.skipped.append(rel)
+                continue
+            if saved.files >= MAX_OUTPUT_FILES:
+                saved.skipped.append(rel)
+                continue
+            fd = _open_plain(name, root_fd)
+            if fd is None:
+                saved.skipped.append(rel)
+                continue
+            try:
+                saved.bytes += _copy(store, fd, target)
+            except NubisError as exc:  # e.g. a file where a folder of an earlier attempt stood
+                log.warning("output %s not saved: %s", target, exc)
+                saved.skipped.append(rel)
+                continue
+            saved.files += 1
+            kept.add(target)
+    for old in store.list(prefix + "/"):
+        if old.path not in kept:
+            store.delete(old.path)
+    return saved
+
+
+async def list_outputs(session: AsyncSession, ctx: ServerContext, caller: Caller,
+                       ref: str) -> list[StorageObject]:
+    """The files the job's attempts left in its outputs folder (storage paths, sizes)."""
+    row = await get_row_or_raise(session, caller, ref)
+    store = ctx.store.files(caller.workspace)
+    found = await asyncio.to_thread(store.list, job_outputs_path(row.id) + "/")
+    return [StorageObject(path=o.path, size=o.size, modified=o.modified) for o in found]
