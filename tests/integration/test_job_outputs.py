@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
+
+from test_jobs import PY, submit, wait_job
 
 from platform_fixtures import Platform
-from test_jobs import PY, submit, wait_job
 
 WRITE_OUTPUTS = (
     "import os, pathlib\n"
