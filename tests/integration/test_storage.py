@@ -95,7 +95,7 @@ async def test_delete_a_file_and_a_folder(platform: Platform) -> None:
     assert r.status_code == 409
     assert r.json() == {"error": {"code": "conflict",
                                   "message": "'d' is a folder: delete it with recursive=true",
-                                  "details": None}}
+                                  "details": {"folder": "d"}}}
     r = await platform.http.delete(f"{API}/d", params={"recursive": "true"}, headers=platform.admin)
     assert r.json() == {"path": "d", "deleted": 1}
     assert await listed(platform) == ["keep.txt"]

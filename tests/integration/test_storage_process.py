@@ -156,9 +156,26 @@ def test_cli_folders(running: PlatformProcess, client: nubis.Client, tmp_path: P
     assert "datasets/dir/sub/deeper/c.txt" in table.stdout
     rm = cli(running, "rm", "datasets/dir")
     assert (rm.returncode, rm.stderr.strip()) == (
-        1, "error (conflict): 'datasets/dir' is a folder: delete it with recursive=true")
+        1, "error (conflict): 'datasets/dir' is a folder: add --recursive to delete it and everything in it")
     assert cli(running, "rm", "--recursive", "datasets/dir").returncode == 0
     assert client.storage.list() == []
+
+
+def test_cli_prints_names_with_brackets_as_they_are(running: PlatformProcess, client: nubis.Client,
+                                                    tmp_path: Path) -> None:
+    """Names are never read as Rich markup: `x[/b].csv` neither crashes nor loses its brackets."""
+    source = tmp_path / "in[bold].csv"
+    source.write_bytes(b"a\n")
+    for args in (["put", str(source), "d/[rank 1]/x[/b].csv"], ["ls"],
+                 ["get", "d/[rank 1]/x[/b].csv", str(tmp_path / "copy[red].csv")]):
+        result = cli(running, *args)
+        assert result.returncode == 0, result.stderr
+        assert "d/[rank 1]/x[/b].csv" in result.stdout, result.stdout
+    assert (tmp_path / "copy[red].csv").read_bytes() == b"a\n"
+    rm = cli(running, "rm", "d/[rank 1]")
+    assert rm.stderr.strip() == ("error (conflict): 'd/[rank 1]' is a folder: add --recursive to delete it "
+                                 "and everything in it")
+    assert "deleted 1 file at d/[rank 1]" in cli(running, "rm", "-r", "d/[rank 1]").stdout
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from nubis.cli import render
@@ -53,7 +52,7 @@ def deploy(
             access="public" if public else "private",
         )
         if output != "json":
-            render.out.print(f"deploying {deployment.name} ({deployment.photon})", highlight=False)
+            render.line(f"deploying {deployment.name} ({deployment.photon})")
         if wait:
             deployment = _wait(client, deployment.name, timeout, quiet=output == "json")
         manifest = client.photons.get(*deployment.photon.split(":", 1)).manifest if output != "json" else None
@@ -74,7 +73,7 @@ def _photon_ref(client: Client, target: str) -> str:
     if not Path(path).exists():
         return target
     pushed = client.photons.push(target)
-    render.err.print(f"pushed {pushed.ref}" + (" (unchanged)" if pushed.unchanged else ""), highlight=False)
+    render.line(f"pushed {pushed.ref}" + (" (unchanged)" if pushed.unchanged else ""), console=render.err)
     return pushed.ref
 
 
@@ -140,10 +139,18 @@ def get(name: Name, output: Output = "table") -> None:
 
 
 @app.command("events")
-def events(name: Name, limit: Annotated[int, typer.Option(help="how many, latest")] = 100) -> None:
+def events(
+    name: Name,
+    limit: Annotated[int, typer.Option(help="how many, latest")] = 100,
+    output: Output = "table",
+) -> None:
     """What happened to the deployment and its replicas, oldest first."""
+    render.check_output(output)
     with Client() as client:
         found = client.deployments.events(name, limit=limit)
+    if output == "json":
+        render.as_json([e.model_dump(mode="json") for e in found])
+        return
     render.table(f"events of {name}", ["at", "kind", "replica", "message"], [
         [f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, (e.replica or "-")[:8], e.message] for e in found
     ])
@@ -216,15 +223,14 @@ def _table(deployments: list[Deployment]) -> None:
         t.add_column(column)
     t.add_column("endpoint", overflow="fold")
     for d in deployments:
-        t.add_row(d.name, d.photon, render.status(d.status), f"{d.ready_replicas}/{d.target_replicas}",
-                  d.access, d.endpoint or "-")
+        t.add_row(*map(render.text, (d.name, d.photon, render.status(d.status),
+                                     f"{d.ready_replicas}/{d.target_replicas}", d.access, d.endpoint or "-")))
     render.out.print(t)
 
 
 def _detail(d: Deployment) -> None:
     ready = f"{d.ready_replicas}/{d.target_replicas} ready ({d.min_replicas}..{d.max_replicas})"
-    render.out.print(f"[bold]{d.name}[/]  {d.photon} · {render.status(d.status)} · {ready} · {d.access}",
-                     highlight=False)
+    render.line((d.name, "bold"), f"  {d.photon} · ", render.status(d.status), f" · {ready} · {d.access}")
     if d.reason:
         render.out.print(f"reason: {d.reason}", highlight=False, markup=False)
     render.out.print(f"endpoint: {d.endpoint or '-'}", highlight=False, markup=False)
@@ -232,14 +238,13 @@ def _detail(d: Deployment) -> None:
     for column in ("id", "status", "photon", "restarts", "endpoint", "reason"):
         t.add_column(column)
     for r in d.replicas:
-        t.add_row(r.id[:8], render.status(r.status), r.photon or "-", str(r.restarts), r.endpoint or "-",
-                  escape(r.reason or "-"))
+        t.add_row(*map(render.text, (r.id[:8], render.status(r.status), r.photon or "-", r.restarts,
+                                     r.endpoint or "-", r.reason or "-")))
     render.out.print(t)
 
 
 def _progress(d: Deployment) -> None:
     """One line on stderr while ``nubis deploy`` waits."""
-    line = f"  {render.status(d.status)} · {d.ready_replicas}/{d.target_replicas} ready"
-    if d.reason:
-        line += f" · {escape(d.reason)}"
-    render.err.print(line, highlight=False, soft_wrap=True)
+    reason = f" · {d.reason}" if d.reason else ""
+    render.line("  ", render.status(d.status), f" · {d.ready_replicas}/{d.target_replicas} ready{reason}",
+                console=render.err)

@@ -96,7 +96,7 @@ def submit(
         render.as_json(job.model_dump(mode="json"))
         return
     render.success(f"queued job {job.name} ({job.id}): {job.reason or job.status}")
-    render.out.print(f"  follow it: nubis job get {job.name} ; nubis job logs {job.name} -f", highlight=False)
+    render.line(f"  follow it: nubis job get {job.name} ; nubis job logs {job.name} -f")
 
 
 @app.command("list")
@@ -112,25 +112,25 @@ def list_jobs(
         render.as_json([j.model_dump(mode="json") for j in jobs])
         return
     rows = [[j.name, render.status(j.status), j.kind, j.workers, j.attempt, j.model or "-",
-             render.escape_text(j.reason or ""), render.cell(j.created_at)] for j in jobs]
+             j.reason or "", render.cell(j.created_at)] for j in jobs]
     render.table("jobs", COLUMNS, rows)
 
 
 def print_job(job: Job) -> None:
-    render.out.print(f"[bold]{job.name}[/] ({job.id})  {render.status(job.status)}  {job.kind}  "
-                     f"attempt {job.attempt} of {job.max_retries + 1}", highlight=False)
+    render.line((job.name, "bold"), f" ({job.id})  ", render.status(job.status),
+                f"  {job.kind}  attempt {job.attempt} of {job.max_retries + 1}")
     if job.reason:
-        render.out.print(f"  reason: {render.escape_text(job.reason)}", highlight=False)
-    render.out.print(f"  command: {render.escape_text(' '.join(job.command))}", highlight=False)
+        render.line(f"  reason: {job.reason}")
+    render.line(f"  command: {' '.join(job.command)}")
     for w in job.worker_status:
         code = "" if w.exit_code is None else f" (exit {w.exit_code})"
-        render.out.print(f"  worker {w.rank}: {render.status(w.status)}{code}", highlight=False)
+        render.line(f"  worker {w.rank}: ", render.status(w.status), code)
     if job.metrics:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in job.metrics.items() if not isinstance(v, dict | list))
-        render.out.print(f"  metrics: {shown}", highlight=False)
+        render.line(f"  metrics: {shown}")
     if job.model:
-        render.out.print(f"  model: {job.model}", highlight=False)
+        render.line(f"  model: {job.model}")
 
 
 @app.command("get")

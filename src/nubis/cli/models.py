@@ -32,7 +32,8 @@ def wait_with_progress(client: Client, job: Job, *, quiet: bool, label: str) -> 
                TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=render.err, transient=False,
                   disable=quiet or not render.err.is_terminal) as progress:
-        task = progress.add_task(label, total=None, info=job.reason or str(job.status))
+        task = progress.add_task(render.escape_text(label), total=None,
+                                 info=render.escape_text(job.reason or str(job.status)))
 
         def update(current: Job) -> None:
             m = current.metrics
@@ -75,7 +76,7 @@ def train(
                                 learning_rate=lr, amp=amp, label_column=label_column,
                                 resources=Resources(cpu=cpu, memory=memory), max_retries=max_retries)
         if output != "json":
-            render.out.print(f"training job {job.name} ({job.id}): {workers} worker(s)", highlight=False)
+            render.line(f"training job {job.name} ({job.id}): {workers} worker(s)")
         if wait:
             job = wait_with_progress(client, job, quiet=output == "json", label=f"{model} on {data}")
     if output == "json":
@@ -85,8 +86,8 @@ def train(
         accuracy = job.metrics.get("accuracy")
         shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
         render.success(f"held-out accuracy {shown}; registered model {job.model}")
-        render.out.print(f"  next: nubis model quantize {job.model} ; nubis model deploy {job.model} "
-                         f"--name {job.model.split(':')[0] if job.model else 'NAME'}", highlight=False)
+        render.line(f"  next: nubis model quantize {job.model} ; nubis model deploy {job.model} "
+                    f"--name {job.model.split(':')[0] if job.model else 'NAME'}")
 
 
 @app.command("list")
@@ -109,15 +110,14 @@ def _accuracy(v: ModelVersion) -> str:
 
 
 def print_version(v: ModelVersion) -> None:
-    render.out.print(f"[bold]{v.ref}[/]  {v.format}  {v.arch or ''}  {v.size_bytes:,} bytes  at {v.path}",
-                     highlight=False)
+    render.line((v.ref, "bold"), f"  {v.format}  {v.arch or ''}  {v.size_bytes:,} bytes  at {v.path}")
     m = v.metrics
     render.out.print("  " + "  ".join(f"{k} {m[k]:.4g}" for k in ("accuracy", "f1_macro", "latency_ms_b1",
                                                                     "latency_ms_b64") if k in m),
                      highlight=False)
     lineage = v.lineage or {}
-    render.out.print(f"  lineage: job {lineage.get('job_name')}, data {lineage.get('dataset')}, "
-                     f"parent {lineage.get('parent') or '-'}", highlight=False)
+    render.line(f"  lineage: job {lineage.get('job_name')}, data {lineage.get('dataset')}, "
+                f"parent {lineage.get('parent') or '-'}")
     c = v.comparison
     if c:
         parent = c.get("parent") or {}
@@ -146,7 +146,7 @@ def _derive(ref: str, kind: str, output: str) -> None:
     with Client() as client:
         job = client.models.quantize(ref) if kind == "quantize" else client.models.export(ref)
         if output != "json":
-            render.out.print(f"{kind} job {job.name} for {ref}", highlight=False)
+            render.line(f"{kind} job {job.name} for {ref}")
         job = wait_with_progress(client, job, quiet=output == "json", label=f"{kind} {ref}")
         version = client.models.get(job.model or "")
     if output == "json":

@@ -84,7 +84,7 @@ def call(
             for item in result:
                 render.as_json(item)
         elif hasattr(result, "data"):
-            render.out.print(f"{len(result.data)} bytes of {result.content_type}")
+            render.line(f"{len(result.data)} bytes of {result.content_type}")
         else:
             render.as_json(result)
 
@@ -137,11 +137,10 @@ def get(ref: Ref, output: Output = "table") -> None:
     if render.check_output(output) == "json":
         render.as_json(detail.manifest.model_dump(mode="json"))
         return
-    render.out.print(f"[bold]{detail.ref}[/]  sha256 {detail.content_hash[:12]} · {detail.size} bytes · "
-                     f"pushed {detail.created_at:%Y-%m-%d %H:%M} by {detail.created_by or '-'}",
-                     highlight=False)
-    render.out.print(f"entrypoint {detail.manifest.entrypoint} · requirements "
-                     f"{', '.join(detail.requirements) or '-'}", highlight=False)
+    render.line((detail.ref, "bold"), f"  sha256 {detail.content_hash[:12]} · {detail.size} bytes · "
+                f"pushed {detail.created_at:%Y-%m-%d %H:%M} by {detail.created_by or '-'}")
+    render.line(f"entrypoint {detail.manifest.entrypoint} · requirements "
+                f"{', '.join(detail.requirements) or '-'}")
     render.table("handlers", ["name", "method", "path", "batch", "streaming"], [
         [h.name, h.method, h.path, h.max_batch_size if h.max_batch_size > 1 else "-",
          "yes" if h.streaming else "-"]

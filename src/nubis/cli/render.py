@@ -1,4 +1,9 @@
-"""Everything the CLI prints: errors, tables, JSON. The only place with colours."""
+"""Everything the CLI prints: errors, tables, JSON. The only place with colours.
+
+Text from the server or the user (names, paths, reasons, log lines, events) is never read as Rich
+markup: a worker line with ``[/bold]`` or a file named ``x[/b].csv`` prints as it is. Data goes
+into :class:`rich.text.Text` (tables, :func:`line`, :func:`success`) or through :func:`escape_text`.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from nubis.errors import NubisError
 
@@ -28,25 +34,37 @@ err = Console(stderr=True)
 
 def error(exc: NubisError) -> None:
     """One readable block on stderr (multi-line only when the error itself is a block)."""
-    err.print(f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}", highlight=False,
-              markup=True, soft_wrap=True)
+    err.print(Text.assemble(("error", "bold red"), " ", (f"({exc.code})", "dim"), f": {exc.message}"),
+              highlight=False, soft_wrap=True)
 
 
 def as_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    t = Table(title=title, title_justify="left")
+def table(title: str, columns: list[str], rows: list[list[Any]], *, fold: tuple[str, ...] = ()) -> None:
+    """Cells print literally (a :class:`Text`, e.g. :func:`status`, keeps its style); the ``fold``
+    columns wrap instead of being cut."""
+    t = Table(title=Text(title), title_justify="left")
     for column in columns:
-        t.add_column(column)
+        t.add_column(column, overflow="fold" if column in fold else "ellipsis")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(text("" if v is None else v) for v in row))
     out.print(t)
 
 
-def success(text: str) -> None:
-    out.print(f"[green]✓[/] {text}", highlight=False, soft_wrap=True)
+def text(value: Any) -> Text:
+    """A value as literal text: never read as markup. A :class:`Text` is kept as it is."""
+    return value if isinstance(value, Text) else Text(value if isinstance(value, str) else cell(value))
+
+
+def line(*parts: str | Text | tuple[str, str], console: Console | None = None) -> None:
+    """One line from literal pieces: ``str`` (printed as it is), ``(str, style)`` or :class:`Text`."""
+    (console or out).print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+
+
+def success(message: str) -> None:
+    line(("✓", "green"), " ", message)
 
 
 OUTPUT_HELP = "table or json"
@@ -78,7 +96,7 @@ def model(item: Any, output: str) -> None:
         return
     t = Table(show_header=False, box=None)
     for key, value in item.model_dump().items():
-        t.add_row(f"[bold]{key}[/]", cell(value))
+        t.add_row(Text(key, style="bold"), text(value))
     out.print(t)
 
 
@@ -104,7 +122,7 @@ def transfer(description: str, total: int) -> Iterator[Callable[[int], object]]:
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(escape(description), total=total)
         yield lambda n: progress.update(task, advance=n)
 
 
@@ -119,9 +137,8 @@ STATUS_COLOURS = {
 }
 
 
-def status(value: Any) -> str:
-    """A deployment or replica status with its colour (rich markup)."""
-    text = cell(value)
-    colour = STATUS_COLOURS.get(text)
-    return f"[{colour}]{text}[/]" if colour else text
+def status(value: Any) -> Text:
+    """A deployment, replica, job or worker status with its colour."""
+    shown = cell(value)
+    return Text(shown, style=STATUS_COLOURS.get(shown, ""))
 

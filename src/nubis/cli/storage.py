@@ -12,7 +12,7 @@ import typer
 from nubis.cli import render
 from nubis.client.client import Client
 from nubis.client.storage import local_files
-from nubis.errors import BadRequestError, NotFoundError
+from nubis.errors import BadRequestError, ConflictError, NotFoundError
 from nubis.models.storage import StorageObject, UploadResult, format_bytes, normalize_path
 
 app = typer.Typer(help="Files in your workspace's storage: datasets, checkpoints, models.",
@@ -121,6 +121,13 @@ def rm(
 ) -> None:
     """Delete a file, or with --recursive a folder and everything in it."""
     with Client() as client:
-        result = client.storage.delete(path, recursive=recursive)
+        try:
+            result = client.storage.delete(path, recursive=recursive)
+        except ConflictError as exc:  # the API's words are `recursive=true`; the CLI's are --recursive
+            folder = exc.details.get("folder") if isinstance(exc.details, dict) else None
+            if folder is None:
+                raise
+            raise ConflictError(f"{folder!r} is a folder: add --recursive to delete it and everything in it",
+                                details=exc.details) from None
     what = "1 file" if result.deleted == 1 else f"{result.deleted} files"
     render.success(f"deleted {what} at {result.path}")

@@ -46,7 +46,7 @@ def create(
         return
     render.success(f"token {created.name} ({created.role.value} in {created.workspace}) — "
                    "copy it now, it is not shown again:")
-    render.out.print(created.token, highlight=False)
+    render.line(created.token)
 
 
 @app.command("list")

@@ -57,5 +57,5 @@ def whoami(output: Output = "table") -> None:
         if render.check_output(output) == "json":
             render.as_json({**me.model_dump(mode="json"), "url": client.url})
         else:
-            render.out.print(f"{me.token_name} · {me.role.value} in workspace {me.workspace}"
-                             f"{' · platform admin' if me.superuser else ''} · {client.url}")
+            render.line(f"{me.token_name} · {me.role.value} in workspace {me.workspace}"
+                        f"{' · platform admin' if me.superuser else ''} · {client.url}")

@@ -292,7 +292,8 @@ class Store:
             return 1
         if not recursive:
             if self.fs.isdir(full):
-                raise ConflictError(f"{clean!r} is a folder: delete it with recursive=true")
+                raise ConflictError(f"{clean!r} is a folder: delete it with recursive=true",
+                                    details={"folder": clean})
             raise NotFoundError(f"no file at {clean!r}")
         doomed = self.list(clean + "/" if clean else "")
         if not doomed:
