@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
+
+from nubis.models.auth import Role
+from nubis.server.services import tokens, workspaces
+
 from platform_fixtures import Platform
 
 
@@ -33,6 +38,47 @@ async def test_revoked_and_expired_tokens_are_refused(platform: Platform) -> Non
     r = await platform.http.get("/api/v1/whoami", headers=platform.auth(secret))
     assert r.status_code == 401
     assert "revoked" in r.json()["error"]["message"]
+
+
+async def test_a_token_is_revoked_by_the_start_of_its_id_or_its_prefix(platform: Platform) -> None:
+    async def revoke(ref: str) -> httpx.Response:
+        return await platform.http.delete(f"/api/v1/tokens/{ref}", headers=platform.admin)
+
+    await platform.token("member")
+    await platform.token("viewer")
+    listed = (await platform.http.get("/api/v1/tokens", headers=platform.admin)).json()
+    member = next(t for t in listed if t["name"] == "member-token")
+    viewer = next(t for t in listed if t["name"] == "viewer-token")
+    r = await revoke(member["id"][:8])  # what `nubis token list` shows
+    assert (r.status_code, r.json()["id"], r.json()["revoked_at"] is not None) == (200, member["id"], True)
+    r = await revoke(viewer["prefix"])
+    assert (r.status_code, r.json()["id"]) == (200, viewer["id"])
+    r = await revoke(member["id"][:3])  # too short to be a start of an id
+    assert r.json()["error"] == {"code": "not_found", "details": None,
+                                 "message": f"token {member['id'][:3]!r} not found in workspace 'default'"}
+
+
+async def test_an_ambiguous_start_of_an_id_is_refused_with_the_candidates(platform: Platform) -> None:
+    async with platform.ctx.db.sessions() as session:
+        workspace = await workspaces.get_by_name(session, "default")
+        assert workspace is not None
+        for token_id in ("abcd1111", "abcd2222"):
+            row, _ = tokens.new_row(workspace.id, f"t-{token_id}", Role.viewer)
+            row.id = token_id + "0" * 24
+            session.add(row)
+        await session.commit()
+    r = await platform.http.delete("/api/v1/tokens/abcd", headers=platform.admin)
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == ("'abcd' fits 2 tokens: abcd11110000 (t-abcd1111), "
+                                            "abcd22220000 (t-abcd2222); give more of the id")
+    r = await platform.http.delete("/api/v1/tokens/abcd2", headers=platform.admin)
+    assert (r.status_code, r.json()["name"]) == (200, "t-abcd2222")
+
+
+async def test_the_platform_admin_lists_another_workspaces_tokens(platform: Platform) -> None:
+    await platform.token("member", "research")
+    r = await platform.http.get("/api/v1/tokens", headers={**platform.admin, "x-nubis-workspace": "research"})
+    assert [(t["name"], t["workspace"]) for t in r.json()] == [("member-token", "research")]
 
 
 async def test_other_workspaces_are_invisible(platform: Platform) -> None:

@@ -49,18 +49,34 @@ def create(
     render.line(created.token)
 
 
+Workspace = Annotated[str | None, typer.Option(
+    help="another workspace's tokens (the platform admin); default: your token's workspace")]
+COLUMNS = ["id", "name", "role", "prefix", "deployment", "created_at", "expires_at", "revoked_at"]
+SHOWN_ID = 8  # `nubis token revoke` takes these characters (any unique start of the id)
+
+
 @app.command("list")
-def list_(output: Output = "table") -> None:
-    """Tokens of this workspace (never their secrets)."""
-    with Client() as client:
-        render.models("tokens", client.tokens.list(),
-                      ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at"], output)
+def list_(workspace: Workspace = None, output: Output = "table") -> None:
+    """Tokens of a workspace (never their secrets); revoke one by the id shown."""
+    render.check_output(output)
+    with Client(workspace=workspace) as client:
+        found = client.tokens.list()
+    if output == "json":
+        render.as_json([t.model_dump(mode="json") for t in found])
+        return
+    rows = [[t.id[:SHOWN_ID], *(render.cell(getattr(t, c)) for c in COLUMNS[1:])] for t in found]
+    render.table(f"tokens of {found[0].workspace}" if found else "tokens", COLUMNS, rows)
 
 
 @app.command("revoke")
-def revoke(token_id: str, output: Output = "table") -> None:
+def revoke(
+    token_id: Annotated[str, typer.Argument(help="the id `nubis token list` shows (any unique start of "
+                                                 "the id, at least 4 characters) or the token's prefix")],
+    workspace: Workspace = None,
+    output: Output = "table",
+) -> None:
     """Revoke a token at once."""
-    with Client() as client:
+    with Client(workspace=workspace) as client:
         render.model(client.tokens.revoke(token_id), output)
 
 

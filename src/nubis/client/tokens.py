@@ -26,6 +26,7 @@ class TokensAPI(ResourceAPI):
         return [Token.model_validate(t) for t in self._t.json("GET", "/tokens")]
 
     def revoke(self, token_id: str) -> Token:
+        """``token_id``: the id, a unique start of it (at least 4 characters), or the ``prefix``."""
         return Token.model_validate(self._t.json("DELETE", f"/tokens/{token_id}"))
 
     def whoami(self) -> WhoAmI:

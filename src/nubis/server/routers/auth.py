@@ -32,6 +32,7 @@ async def list_tokens(caller: Admin, session: Session) -> list[Token]:
 
 @router.delete("/tokens/{token_id}")
 async def revoke_token(token_id: str, caller: Admin, session: Session) -> Token:
+    """``token_id``: the token's id, a unique start of it (at least 4 characters), or its prefix."""
     return await tokens.revoke(session, caller, token_id)
 
 

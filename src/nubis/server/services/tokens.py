@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.errors import ForbiddenError, IsolationUnavailableError, NotFoundError, ValidationError
+from nubis.errors import (
+    BadRequestError,
+    ForbiddenError,
+    IsolationUnavailableError,
+    NotFoundError,
+    ValidationError,
+)
 from nubis.models.auth import ROLE_PERMISSIONS, CreatedToken, Role, Token, TokenCreateRequest, WhoAmI
 from nubis.server.deps import Caller
 from nubis.server.orm import DeploymentRow, TokenRow, WorkspaceRow
@@ -15,6 +21,7 @@ from nubis.server.security import generate_token, hash_token
 from nubis.server.services import audit, workspaces
 
 ADMIN_TOKEN_NAME = "admin"
+MIN_ID_PREFIX = 4
 
 
 def to_model(row: TokenRow, workspace: str) -> Token:
@@ -73,10 +80,29 @@ async def list_tokens(session: AsyncSession, caller: Caller) -> list[Token]:
     return [to_model(r, caller.workspace) for r in rows]
 
 
-async def revoke(session: AsyncSession, caller: Caller, token_id: str) -> Token:
-    row = await session.get(TokenRow, token_id)
-    if row is None or row.workspace_id != caller.workspace_id:
-        raise NotFoundError(f"token {token_id!r} not found")
+async def get_by_ref_or_raise(session: AsyncSession, caller: Caller, ref: str) -> TokenRow:
+    """A token of the caller's workspace by its id, the start of its id (``nubis token list`` shows
+    8 characters; at least 4) or its secret's prefix (``nbs_…``); a start that fits several is refused."""
+    matches = or_(TokenRow.id == ref, TokenRow.prefix == ref)
+    if len(ref) >= MIN_ID_PREFIX:
+        matches = or_(matches, TokenRow.id.startswith(ref, autoescape=True))
+    rows = (await session.scalars(
+        select(TokenRow).where(TokenRow.workspace_id == caller.workspace_id, matches)
+        .order_by(TokenRow.created_at)
+    )).all()
+    exact = [r for r in rows if ref in (r.id, r.prefix)]
+    found = exact or rows
+    if not found:
+        raise NotFoundError(f"token {ref!r} not found in workspace {caller.workspace!r}")
+    if len(found) > 1:
+        ids = ", ".join(f"{r.id[:12]} ({r.name})" for r in found)
+        raise BadRequestError(f"{ref!r} fits {len(found)} tokens: {ids}; give more of the id",
+                              details={"matches": [r.id for r in found]})
+    return found[0]
+
+
+async def revoke(session: AsyncSession, caller: Caller, ref: str) -> Token:
+    row = await get_by_ref_or_raise(session, caller, ref)
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
         audit.record(session, caller, "token.revoke", f"{row.name} ({row.id[:8]})")
