@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import zipfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from nubis.cli import render
+from nubis.cli.workdir import IGNORE_FILE, zip_workdir
 from nubis.client.client import Client
 from nubis.errors import BadRequestError
 from nubis.models.jobs import Job
 from nubis.models.resources import Resources
+from nubis.models.storage import format_bytes
 
 app = typer.Typer(help="Jobs: a command run by N workers started together, with retries and logs.",
                   no_args_is_help=True)
@@ -23,36 +22,24 @@ app = typer.Typer(help="Jobs: a command run by N workers started together, with 
 Ref = Annotated[str, typer.Argument(help="the job's name (its latest run) or id")]
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
 COLUMNS = ["name", "status", "kind", "workers", "attempt", "model", "reason", "created_at"]
-SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache", ".pytest_cache",
-             ".ruff_cache", ".tox"}
-MAX_CODE_BYTES = 100 * 2**20
-
-
-def zip_workdir(folder: Path) -> bytes:
-    """The folder as a zip (without VCS, caches and virtualenvs), refusing more than 100 MiB."""
-    buf = io.BytesIO()
-    total = 0
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-            for name in sorted(files):
-                path = Path(root) / name
-                total += path.stat().st_size
-                if total > MAX_CODE_BYTES:
-                    raise BadRequestError(
-                        f"{folder} holds over {MAX_CODE_BYTES >> 20} MiB: choose a smaller --workdir "
-                        "(put data in storage) or pass --no-code"
-                    )
-                zf.write(path, path.relative_to(folder).as_posix())
-    return buf.getvalue()
+SHOWN_FILES = 5
 
 
 def upload_code(client: Client, folder: Path) -> str:
+    """Zip ``folder`` (see ``cli/workdir.py`` for what is left out), say on stderr what goes, upload."""
     if not folder.is_dir():
         raise BadRequestError(f"--workdir {folder} is not a folder")
-    data = zip_workdir(folder)
-    path = f".code/{hashlib.sha256(data).hexdigest()[:24]}.zip"
-    client.storage.put_bytes(path, data)
+    archive = zip_workdir(folder)
+    left_out = f"; {archive.ignored} left out by {IGNORE_FILE}" if archive.ignored else ""
+    render.line(f"uploading {len(archive.files)} file(s) from {folder}: {format_bytes(archive.size)} "
+                f"({format_bytes(len(archive.data))} zipped){left_out}", console=render.err)
+    largest = sorted(archive.files, key=lambda f: -f[1])[:SHOWN_FILES]
+    for rel, size in largest:
+        render.line(f"  {format_bytes(size):>10}  {rel}", console=render.err)
+    if len(archive.files) > len(largest):
+        render.line(f"  … and {len(archive.files) - len(largest)} smaller file(s)", console=render.err)
+    path = f".code/{hashlib.sha256(archive.data).hexdigest()[:24]}.zip"
+    client.storage.put_bytes(path, archive.data)
     return path
 
 
@@ -168,6 +155,35 @@ def events(ref: Ref, output: Output = "table") -> None:
     with Client() as client:
         items = client.jobs.events(ref)
     render.models("events", items, ["at", "kind", "message"], output)
+
+
+@app.command("outputs")
+def outputs(
+    ref: Ref,
+    get: Annotated[Path | None, typer.Option("--get", help="download them all into this folder")] = None,
+    output: Output = "table",
+) -> None:
+    """What the job's workers left in NUBIS_OUTPUT_DIR (kept in storage when each attempt ended)."""
+    render.check_output(output)
+    with Client() as client:
+        if get is not None:
+            written = client.jobs.get_outputs(ref, get)
+            if output == "json":
+                render.as_json([str(p) for p in written])
+            else:
+                render.line(f"downloaded {len(written)} file(s) into {get}", console=render.err)
+            return
+        items = client.jobs.outputs(ref)
+    if output == "json":
+        render.as_json([i.model_dump(mode="json") for i in items])
+        return
+    if not items:
+        render.line(f"job {ref} has no outputs (yet)")
+        return
+    render.table(f"outputs of {ref}", ["path", "size", "modified"],
+                 [[i.path.split("/", 3)[-1], format_bytes(i.size), render.cell(i.modified)] for i in items])
+    folder = "/".join(items[0].path.split("/", 3)[:3])  # .jobs/<job id>/outputs
+    render.line(f"in storage under {folder}/; download them: nubis job outputs {ref} --get DEST")
 
 
 @app.command("cancel")
