@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DEFAULT_HOME = Path("~/.nubis")
+
 
 def nubis_home() -> Path:
-    return Path(os.environ.get("NUBIS_HOME") or Path.home() / ".nubis").expanduser()
+    return Path(os.environ.get("NUBIS_HOME") or DEFAULT_HOME).expanduser()
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +25,28 @@ from nubis.models.routes import DeploymentLoad, LoadReport, RoutingTable
 log = logging.getLogger("nubis.gateway")
 
 
+STARTUP_GRACE_S = 15.0
+
+
 @dataclass
 class _Trouble:
-    """Log a failing source once, not every poll, and say when it works again."""
+    """Log a failing source once, not every poll, and say when it works again.
+
+    Until the source first works, and for at most ``grace`` s from the start, failures are only
+    debug lines: the gateway starts before the control plane answers, and that is no trouble.
+    """
 
     what: str
+    grace: float = STARTUP_GRACE_S
     failing: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    worked: bool = False
 
-    def failed(self, reason: str) -> None:
+    def failed(self, reason: str, *, now: float | None = None) -> None:
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        if not self.worked and elapsed < self.grace:
+            log.debug("%s: %s (starting: %.0f s of %.0f s grace)", self.what, reason, elapsed, self.grace)
+            return
         if self.failing != reason:
             log.warning("%s: %s (serving from the last good routing table)", self.what, reason)
         self.failing = reason
@@ -40,6 +55,7 @@ class _Trouble:
         if self.failing is not None:
             log.info("%s: working again", self.what)
         self.failing = None
+        self.worked = True
 
 
 def parse_table(data: bytes) -> RoutingTable:
@@ -63,11 +79,12 @@ class FileSource:
 
     path: Path
     interval: float = 0.25
+    startup_grace: float = STARTUP_GRACE_S
     _seen: tuple[int, int] | None = field(default=None, init=False)
     _trouble: _Trouble = field(init=False)
 
     def __post_init__(self) -> None:
-        self._trouble = _Trouble(f"routes file {self.path}")
+        self._trouble = _Trouble(f"routes file {self.path}", self.startup_grace)
 
     def poll(self, router: Router) -> None:
         try:
@@ -100,11 +117,12 @@ class URLSource:
     url: str
     token: str | None = None
     interval: float = 1.0
+    startup_grace: float = STARTUP_GRACE_S
     _etag: str | None = field(default=None, init=False)
     _trouble: _Trouble = field(init=False)
 
     def __post_init__(self) -> None:
-        self._trouble = _Trouble(f"routes URL {self.url}")
+        self._trouble = _Trouble(f"routes URL {self.url}", self.startup_grace)
 
     async def poll(self, session: aiohttp.ClientSession, router: Router) -> None:
         headers = {"Accept": "application/json"}
@@ -164,10 +182,11 @@ class LoadReporter:
     token: str | None = None
     gateway_id: str = "gateway"
     interval: float = 1.0
+    startup_grace: float = STARTUP_GRACE_S
     _trouble: _Trouble = field(init=False)
 
     def __post_init__(self) -> None:
-        self._trouble = _Trouble(f"load report URL {self.url}")
+        self._trouble = _Trouble(f"load report URL {self.url}", self.startup_grace)
 
     async def report(self, session: aiohttp.ClientSession, router: Router) -> None:
         report = load_report(router, gateway_id=self.gateway_id, now=datetime.now(UTC))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 
 import uvicorn
 
-from nubis.home import write_private
+from nubis.home import DEFAULT_HOME, write_private
 from nubis.photon.http_limits import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
 from nubis.photon.serve import configure_logging, run_until_signal
 from nubis.server.app import build_context, create_app
@@ -18,14 +19,21 @@ log = logging.getLogger("nubis.server")
 
 
 def describe(settings: ServerSettings) -> list[str]:
-    return [
+    """What ``nubis up`` prints first; with a home other than ``~/.nubis``, the line the CLI needs."""
+    default_home = settings.home.expanduser().resolve() == DEFAULT_HOME.expanduser().resolve()
+    reader = ("the CLI on this machine reads it" if default_home
+              else "the CLI reads it after the export below")
+    lines = [
         f"API + docs  {settings.url}  ({settings.url}/docs)",
         f"gateway     {settings.gateway_url}/<workspace>/<deployment>/<handler>",
-        f"admin token {settings.admin_token_file}  (the CLI on this machine reads it)",
+        f"admin token {settings.admin_token_file}  ({reader})",
         f"state       {settings.home}",
         f"database    {settings.db_url or settings.home / 'nubis.db'}",
         f"storage     {settings.storage}",
     ]
+    if not default_home:
+        lines.append(f"for the CLI in another shell: export NUBIS_HOME={shlex.quote(str(settings.home))}")
+    return lines
 
 
 def run(settings: ServerSettings, *, log_level: str = "info") -> int:

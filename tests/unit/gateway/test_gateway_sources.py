@@ -1,13 +1,18 @@
 """Routing-table sources keep the last good table; load reports count what the router saw."""
 
 import json
+import logging
 import os
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+import pytest
+
 from nubis.gateway.metrics import GatewayMetrics
 from nubis.gateway.routing import Router
-from nubis.gateway.sources import FileSource, apply_if_new, load_report
+from nubis.gateway.sources import FileSource, URLSource, _Trouble, apply_if_new, load_report
 from nubis.models.routes import RoutingTable
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,3 +74,38 @@ def test_load_report_counts_and_resets_finished() -> None:
     assert [d.name for d in load_report(router, gateway_id="g1", now=NOW).deployments] == ["a"]
     dep.in_flight = dep.queued = 0
     assert load_report(router, gateway_id="g1", now=NOW).deployments == []
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_routes_url_down_at_start_is_no_warning_until_the_grace_passes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gateway starts before the control plane answers: that first failure is not trouble."""
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/routes"
+    router = Router(GatewayMetrics())
+    caplog.set_level(logging.DEBUG, logger="nubis.gateway")
+    async with aiohttp.ClientSession() as session:
+        await URLSource(url).poll(session, router)
+        assert warnings(caplog) == []
+        assert any("unreachable" in r.getMessage() for r in caplog.records)  # still there, as debug
+        await URLSource(url, startup_grace=0).poll(session, router)
+    assert warnings(caplog) == [f"routes URL {url}: unreachable (ClientConnectorError) "
+                                "(serving from the last good routing table)"]
+
+
+def test_after_the_first_success_or_the_grace_a_failure_warns(caplog: pytest.LogCaptureFixture) -> None:
+    starting = _Trouble("routes URL u", grace=10, started=0.0)
+    starting.failed("unreachable", now=5.0)
+    assert warnings(caplog) == []
+    starting.failed("unreachable", now=11.0)
+    assert len(warnings(caplog)) == 1
+    caplog.clear()
+    worked = _Trouble("routes URL u", grace=10, started=0.0)
+    worked.ok()
+    worked.failed("HTTP 500", now=1.0)
+    assert warnings(caplog) == ["routes URL u: HTTP 500 (serving from the last good routing table)"]
