@@ -186,6 +186,8 @@ class LocalJobs(JobsCapability):
             "TMPDIR": str(job_dir / "tmp"),
             "HOME": str(job_dir / "tmp"),
         })
+        if "TORCHELASTIC_ERROR_FILE" not in spec.env:  # torch.distributed.elastic's @record writes here
+            env["TORCHELASTIC_ERROR_FILE"] = str(job_dir / "tmp" / f"error-{spec.worker_id}.json")
         uid = sandbox.uid_for(spec.workspace)
         if uid is not None:
             env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})

@@ -56,6 +56,23 @@ ERROR_LINES = 15
 SWEEP_EVERY_S = 600.0
 
 
+def torchrun_env(spec: JobSpec, *, job_id: str, attempt: int) -> dict[str, str]:
+    """What ``torchrun`` sets for each worker besides the ranks and the rendezvous (one node, one
+    role), so scripts and frameworks (Lightning's environment detection) see the same; a value the
+    user's env sets wins."""
+    env = {
+        "GROUP_WORLD_SIZE": "1", "ROLE_NAME": "default", "ROLE_WORLD_SIZE": str(spec.workers),
+        "TORCHELASTIC_RUN_ID": job_id, "TORCHELASTIC_RESTART_COUNT": str(attempt - 1),
+        "TORCHELASTIC_MAX_RESTARTS": str(spec.max_retries),
+        "TORCHELASTIC_USE_AGENT_STORE": "False",  # no agent: rank 0 hosts the store at MASTER_PORT
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    }
+    if spec.workers > 1:  # the local backend: every worker on this machine
+        env["OMP_NUM_THREADS"] = "1"
+    return {k: v for k, v in env.items() if k not in spec.env}
+
+
 class JobReconciler:
     def __init__(self, ctx: ServerContext, *, interval_s: float = 0.25) -> None:
         if not isinstance(ctx.backend, JobsCapability):
@@ -321,6 +338,7 @@ class JobReconciler:
             "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.store.files_url(workspace.name),
             "NUBIS_API_URL": self.ctx.settings.url.replace("://0.0.0.0:", "://127.0.0.1:"),
             "NUBIS_JOB_TOKEN": token,
+            **torchrun_env(spec, job_id=job.id, attempt=attempt),
         }
         handles: list[ReplicaHandle] = []
         try:
@@ -328,7 +346,7 @@ class JobReconciler:
                 handles.append(await self.backend.start_worker(WorkerSpec(
                     worker_id=f"{job.id}-{attempt}-{rank}", job_id=job.id, workspace=workspace.name,
                     rank=rank, command=tuple(spec.command), resources=spec.resources, code=code,
-                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "ROLE_RANK": str(rank)},
                 )))
         except (NoCapacityError, NubisError, OSError) as exc:
             await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=1.0) for h in handles))
