@@ -102,6 +102,14 @@ def test_cli_secrets_photons_workspaces_tokens(platform: PlatformProcess) -> Non
     one_line_error(run_as({**env, "NUBIS_URL": "http://127.0.0.1:9"}, "whoami"),
                    "error (connection_failed): cannot reach the nubis server")
 
+    listed = ok(nubis_cli("token", "list", "--workspace", "research", env=env))
+    shown = created["id"][:8]  # the table shows what `token revoke` takes
+    assert shown in listed and created["id"] not in listed
+    revoked = json.loads(ok(nubis_cli("token", "revoke", shown, "--workspace", "research", "-o", "json",
+                                      env=env)))
+    assert (revoked["id"], revoked["revoked_at"] is not None) == (created["id"], True)
+    one_line_error(run_as(member_env, "whoami"), "error (unauthorized): ")
+
 
 async def workload_secrets(home: Path) -> dict[str, str]:
     """What a workload of the default workspace would get, read as the server would."""

@@ -42,14 +42,16 @@ def as_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]], *, fold: tuple[str, ...] = ()) -> None:
-    """Cells print literally (a :class:`Text`, e.g. :func:`status`, keeps its style); the ``fold``
-    columns wrap instead of being cut."""
+def table(title: str, columns: list[str], rows: list[list[Any]], *, keep: tuple[str, ...] = ()) -> None:
+    """Cells print literally (a :class:`Text`, e.g. :func:`status`, keeps its style); the ``keep``
+    columns (ids a later command takes) are never cut or wrapped, however narrow the terminal."""
+    cells = [[text("" if v is None else v) for v in row] for row in rows]
     t = Table(title=Text(title), title_justify="left")
-    for column in columns:
-        t.add_column(column, overflow="fold" if column in fold else "ellipsis")
-    for row in rows:
-        t.add_row(*(text("" if v is None else v) for v in row))
+    for i, column in enumerate(columns):
+        widest = max((row[i].cell_len for row in cells), default=0)
+        t.add_column(column, no_wrap=column in keep, min_width=widest if column in keep else None)
+    for row in cells:
+        t.add_row(*row)
     out.print(t)
 
 

@@ -51,7 +51,7 @@ def create(
 
 Workspace = Annotated[str | None, typer.Option(
     help="another workspace's tokens (the platform admin); default: your token's workspace")]
-COLUMNS = ["id", "name", "role", "prefix", "deployment", "created_at", "expires_at", "revoked_at"]
+COLUMNS = ["id", "name", "role", "prefix", "created_at", "expires_at", "revoked_at"]
 SHOWN_ID = 8  # `nubis token revoke` takes these characters (any unique start of the id)
 
 
@@ -65,7 +65,8 @@ def list_(workspace: Workspace = None, output: Output = "table") -> None:
         render.as_json([t.model_dump(mode="json") for t in found])
         return
     rows = [[t.id[:SHOWN_ID], *(render.cell(getattr(t, c)) for c in COLUMNS[1:])] for t in found]
-    render.table(f"tokens of {found[0].workspace}" if found else "tokens", COLUMNS, rows)
+    title = f"tokens of {found[0].workspace}" if found else "tokens"
+    render.table(title, COLUMNS, rows, keep=("id", "prefix"))
 
 
 @app.command("revoke")

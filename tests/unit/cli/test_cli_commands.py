@@ -58,7 +58,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
             return None
 
     monkeypatch.setattr(tokens, "Client", StubClient)
-    monkeypatch.setattr(render, "out", Console(width=200))
+    monkeypatch.setattr(render, "out", Console(width=60))  # narrow: the id is still whole
     return calls
 
 
@@ -66,7 +66,8 @@ def test_token_list_shows_the_id_start_revoke_takes_in_any_workspace(seen: list[
     result = CliRunner().invoke(app, ["token", "list", "--workspace", "research"])
     assert result.exit_code == 0, result.output
     assert "tokens of research" in result.output
-    assert "01234567 " in result.output and "0123456789" not in result.output
+    assert "│ 01234567 │" in result.output and "0123456789" not in result.output
+    assert "nbs_abcdef" in result.output
     result = CliRunner().invoke(app, ["token", "revoke", "01234567", "--workspace", "research"])
     assert result.exit_code == 0, result.output
     assert seen == [("workspace", "research"), ("workspace", "research"), ("revoke", "01234567")]
