@@ -7,6 +7,7 @@ each leaves the deployment serving for the next, until the last one deletes it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -256,6 +257,37 @@ def test_bad_specs_are_refused(platform: PlatformProcess, client: nubis.Client) 
             call()
         assert caught.value.http_status == status
     assert [d.name for d in client.deployments.list()] == ["echo"]  # "broken" is gone too
+
+
+def test_deploy_waits_with_the_reason_and_update_changes_resources(
+    platform: PlatformProcess, client: nubis.Client
+) -> None:
+    env = platform.env
+    cpus = str(len(os.sched_getaffinity(0)))  # the whole machine, while echo holds some of it
+    waited = nubis_cli("deploy", "echo:2", "--name", "hog", "--cpu", cpus, "--timeout", "3", env=env)
+    assert waited.returncode == 1
+    progress, error = waited.stderr.rstrip("\n").rsplit("\n", 1)
+    assert "pending: waiting for resources: " in progress, progress
+    assert error.startswith("error (deployment_not_ready): deployment 'hog' not ready after 3 s "
+                            "(status pending: waiting for resources: "), error
+    ok(nubis_cli("deployment", "delete", "hog", "--yes", env=env))
+    until(lambda: [d.name for d in client.deployments.list()] == ["echo"], 30, "hog gone")
+
+    before = {r["id"] for r in get_json(platform)["replicas"]}
+    updated = ok(nubis_cli("deployment", "update", "echo", "--cpu", "0.25", "--env", "GREETING=hi", env=env))
+    assert "rolling out echo:2 to echo" in updated
+
+    def rolled() -> bool:
+        got = get_json(platform)
+        ids = {r["id"] for r in got["replicas"]}
+        return got["status"] == "ready" and not ids & before and all(
+            r["status"] == "ready" for r in got["replicas"])
+
+    until(rolled, 90, "every replica replaced")
+    got = get_json(platform)
+    assert (got["resources"]["cpu"], got["env"]) == (0.25, {"GREETING": "hi"})
+    with client.deployments.endpoint("echo") as echo:
+        assert echo.echo(text="still") == {"text": "still!"}
 
 
 def test_delete_stops_replicas(platform: PlatformProcess, client: nubis.Client) -> None:

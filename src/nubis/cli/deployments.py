@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,9 +10,8 @@ from rich.table import Table
 
 from nubis.cli import render
 from nubis.client.client import Client
-from nubis.client.deployments import FAILED
 from nubis.errors import BadRequestError
-from nubis.models.deployments import Deployment, DeploymentStatus
+from nubis.models.deployments import Deployment
 from nubis.photon.loader import split_target
 
 app = typer.Typer(help="Deployments: photons served behind the gateway, scaled and updated in place.",
@@ -99,21 +97,8 @@ def _example(handler: Any) -> str:
 
 
 def _wait(client: Client, name: str, timeout: float, *, quiet: bool) -> Deployment:
-    """Poll until ready, printing each change of status or ready count on stderr."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        deployment = client.deployments.get(name)
-        now = (deployment.status, deployment.ready_replicas, deployment.target_replicas)
-        if now != last and not quiet:
-            _progress(deployment)
-        last = now
-        if deployment.status == DeploymentStatus.ready:
-            return deployment
-        if deployment.status in FAILED or time.monotonic() >= deadline:
-            # One last look through the SDK, which words the reason the same way every time.
-            return client.deployments.wait_ready(name, timeout=0)
-        time.sleep(0.5)
+    """Wait until ready, printing each change of status, ready count or reason on stderr."""
+    return client.deployments.wait_ready(name, timeout=timeout, on_change=None if quiet else _progress)
 
 
 @app.command("list")
@@ -175,16 +160,45 @@ def logs(
 @app.command("update")
 def update(
     name: Name,
-    photon: Annotated[str, typer.Option(help="NAME:VERSION to roll out")],
+    photon: Annotated[str | None, typer.Option(help="NAME:VERSION to roll out")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores per replica")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory per replica, e.g. 2Gi")] = None,
+    gpu: Annotated[int | None, typer.Option(help="GPUs per replica")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="set K=V, repeatable")] = None,
+    unset_env: Annotated[list[str] | None, typer.Option("--unset-env", help="remove K")] = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", help="add a secret")] = None,
+    unset_secret: Annotated[list[str] | None, typer.Option("--unset-secret", help="remove one")] = None,
+    min_replicas: Annotated[int | None, typer.Option("--min", help="replicas to keep at least")] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max", help="replicas at most")] = None,
     output: Output = "table",
 ) -> None:
-    """Roll out another photon version, one replica at a time (rolls back if it cannot start)."""
+    """Change a deployment. A new photon, resources, env or secrets roll out one replica at a time
+    (rolled back if the new replicas keep crashing); --min/--max rescale at once."""
+    render.check_output(output)
     with Client() as client:
-        deployment = client.deployments.update(name, photon=photon)
-    if render.check_output(output) == "json":
+        current = client.deployments.get(name)
+        body: dict[str, Any] = {"photon": photon}
+        if cpu is not None or memory is not None or gpu is not None:
+            base = current.resources or client.photons.get(*current.photon.split(":", 1)).manifest.resources
+            body["resources"] = {**base.model_dump(mode="json"), **(_resources(cpu, memory, gpu) or {})}
+        if env or unset_env:
+            kept = {k: v for k, v in current.env.items() if k not in (unset_env or [])}
+            body["env"] = {**kept, **_env(env or [])}
+        if secret or unset_secret:
+            kept_secrets = [s for s in current.secrets if s not in (unset_secret or [])]
+            body["secrets"] = kept_secrets + [s for s in secret or [] if s not in kept_secrets]
+        if min_replicas is not None or max_replicas is not None:
+            body["min_replicas"], body["max_replicas"] = _bounds(current, min_replicas, max_replicas)
+        if not any(v is not None for v in body.values()):
+            raise BadRequestError("nothing to change: give --photon, --cpu, --memory, --gpu, --env, "
+                                  "--unset-env, --secret, --unset-secret, --min or --max")
+        deployment = client.deployments.update(name, **body)
+    if output == "json":
         render.as_json(deployment.model_dump(mode="json"))
-        return
-    render.success(f"rolling out {deployment.photon} to {name}; watch `nubis deployment get {name}`")
+    elif {"photon", "resources", "env", "secrets"} & {k for k, v in body.items() if v is not None}:
+        render.success(f"rolling out {deployment.photon} to {name}; watch `nubis deployment get {name}`")
+    else:
+        render.success(f"{name}: {deployment.min_replicas}..{deployment.max_replicas} replicas")
 
 
 @app.command("scale")
@@ -197,14 +211,18 @@ def scale(
     if min_replicas is None and max_replicas is None:
         raise BadRequestError("give --min, --max or both")
     with Client() as client:
-        current = client.deployments.get(name)
-        # Raising --min above the current --max raises --max with it (and the reverse).
-        if min_replicas is not None and max_replicas is None and min_replicas > current.max_replicas:
-            max_replicas = min_replicas
-        if max_replicas is not None and min_replicas is None and max_replicas < current.min_replicas:
-            min_replicas = max_replicas
-        deployment = client.deployments.update(name, min_replicas=min_replicas, max_replicas=max_replicas)
+        low, high = _bounds(client.deployments.get(name), min_replicas, max_replicas)
+        deployment = client.deployments.update(name, min_replicas=low, max_replicas=high)
     render.success(f"{name}: {deployment.min_replicas}..{deployment.max_replicas} replicas")
+
+
+def _bounds(current: Deployment, low: int | None, high: int | None) -> tuple[int | None, int | None]:
+    """Raising --min above the current --max raises --max with it (and the reverse)."""
+    if low is not None and high is None and low > current.max_replicas:
+        high = low
+    if high is not None and low is None and high < current.min_replicas:
+        low = high
+    return low, high
 
 
 @app.command("delete")
@@ -244,7 +262,7 @@ def _detail(d: Deployment) -> None:
 
 
 def _progress(d: Deployment) -> None:
-    """One line on stderr while ``nubis deploy`` waits."""
-    reason = f" · {d.reason}" if d.reason else ""
-    render.line("  ", render.status(d.status), f" · {d.ready_replicas}/{d.target_replicas} ready{reason}",
-                console=render.err)
+    """One line on stderr while ``nubis deploy`` waits: ``pending: waiting for resources: … · 0/1 ready``."""
+    reason = d.reason or next((r.reason for r in d.replicas if r.reason), None)
+    render.line("  ", render.status(d.status), f": {reason}" if reason else "",
+                f" · {d.ready_replicas}/{d.target_replicas} ready", console=render.err)

@@ -175,18 +175,23 @@ def export(
 def deploy(
     ref: Ref,
     name: Annotated[str, typer.Option(help="the deployment's name")],
-    min_replicas: Annotated[int, typer.Option("--min")] = 1,
-    max_replicas: Annotated[int | None, typer.Option("--max")] = None,
+    min_replicas: Annotated[int, typer.Option("--min", help="replicas to keep at least")] = 1,
+    max_replicas: Annotated[int | None, typer.Option("--max", help="at most (default: --min)")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores per replica (default 1)")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory per replica, e.g. 512Mi (default 1Gi)")] = None,
+    gpu: Annotated[int | None, typer.Option(help="GPUs per replica (default 0)")] = None,
     public: Annotated[bool, typer.Option("--public", help="callable without a token")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for ready")] = 300,
     output: Output = "table",
 ) -> None:
     """Serve a version behind the gateway: POST /<workspace>/<name>/predict {"inputs": [[...]]}."""
     render.check_output(output)
+    given = {"cpu": cpu, "memory": memory, "gpu": gpu}
+    resources = {k: v for k, v in given.items() if v is not None} or None  # unset: 1 CPU, 1Gi, 0 GPU
     with Client() as client:
         deployment = client.models.deploy(ref, name, min_replicas=min_replicas,
                                           max_replicas=max_replicas or max(min_replicas, 1),
-                                          access="public" if public else "private")
+                                          access="public" if public else "private", resources=resources)
         if min_replicas > 0:
             deployment = client.deployments.wait_ready(name, timeout=timeout)
     if output == "json":

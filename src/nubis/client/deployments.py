@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import httpx
@@ -69,13 +69,23 @@ class DeploymentsAPI(ResourceAPI):
         name: str,
         *,
         photon: str | None = None,
+        resources: Resources | dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        secrets: list[str] | None = None,
         min_replicas: int | None = None,
         max_replicas: int | None = None,
         access: Literal["private", "public"] | None = None,
     ) -> Deployment:
-        """A new photon rolls out one replica at a time; new bounds rescale."""
+        """Change only what is given. A new photon, resources, env (the whole map) or secrets (the
+        whole list) roll out one replica at a time, and roll back if the new replicas keep crashing;
+        new bounds rescale."""
+        if isinstance(resources, Resources):
+            resources = resources.model_dump(mode="json")
         body = {
             "photon": photon,
+            "resources": resources,
+            "env": env,
+            "secrets": secrets,
             "min_replicas": min_replicas,
             "max_replicas": max_replicas,
             "access": access,
@@ -106,24 +116,33 @@ class DeploymentsAPI(ResourceAPI):
         """The last ``tail`` lines of every live replica, each prefixed by its replica id."""
         return list(self._t.json("GET", f"/deployments/{name}/logs", params={"tail": tail}))
 
-    def wait_ready(self, name: str, timeout: float = 60) -> Deployment:
-        """Poll until the deployment is ready; raise if it fails or ``timeout`` seconds pass."""
-        deadline = time.monotonic() + timeout
+    def wait_ready(
+        self, name: str, timeout: float = 60, *, on_change: Callable[[Deployment], object] | None = None
+    ) -> Deployment:
+        """Poll until the deployment is ready; raise if it fails or ``timeout`` seconds pass.
+        ``on_change`` sees the deployment each time its status, ready count or reason changes."""
+        started = time.monotonic()
+        seen = None
         while True:
             deployment = self.get(name)
+            now = (deployment.status, deployment.ready_replicas, deployment.target_replicas, why(deployment))
+            if on_change is not None and now != seen:
+                on_change(deployment)
+            seen = now
             if deployment.status == DeploymentStatus.ready:
                 return deployment
             if deployment.status in FAILED:
                 raise DeploymentNotReadyError(
-                    f"deployment {name!r} is {deployment.status.value}: {_why(deployment)}"
+                    f"deployment {name!r} is {deployment.status.value}: {why(deployment)}"
                 )
-            if time.monotonic() >= deadline:
+            waited = time.monotonic() - started
+            if waited >= timeout:
                 raise DeploymentNotReadyError(
-                    f"deployment {name!r} not ready after {timeout:g} s "
-                    f"(status {deployment.status.value}: {_why(deployment)}); "
+                    f"deployment {name!r} not ready after {waited:.0f} s "
+                    f"(status {deployment.status.value}: {why(deployment)}); "
                     f"see `nubis deployment events {name}`"
                 )
-            time.sleep(POLL_S)
+            time.sleep(min(POLL_S, max(0.0, timeout - waited)))
 
     def endpoint(self, name: str) -> PhotonClient:
         """A client for the deployment's handlers, through the gateway, with this client's token."""
@@ -133,7 +152,7 @@ class DeploymentsAPI(ResourceAPI):
         return PhotonClient(deployment.endpoint, token=self._t.credentials.token)
 
 
-def _why(deployment: Deployment) -> str:
+def why(deployment: Deployment) -> str:
     """The deployment's reason, else the first replica reason that says something."""
     if deployment.reason:
         return deployment.reason

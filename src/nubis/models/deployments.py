@@ -178,6 +178,9 @@ class Deployment(BaseModel):
     min_replicas: int = 0
     max_replicas: int = 1
     endpoint: str | None = Field(default=None, description="the URL to call it at, through the gateway")
+    resources: Resources | None = Field(default=None, description="per replica; null: the photon's own")
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list, description="names of the secrets it gets")
     replicas: list[Replica] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -195,11 +198,16 @@ class DeploymentEvent(BaseModel):
 
 
 class DeploymentUpdateRequest(BaseModel):
-    """``PATCH /api/v1/deployments/{name}``: a new photon (rolling update) and/or new bounds."""
+    """``PATCH /api/v1/deployments/{name}``: only the fields sent change. A new photon, resources,
+    env or secrets roll out one replica at a time (and roll back if the new replicas keep
+    crashing); new bounds rescale; access changes at once."""
 
     model_config = ConfigDict(extra="forbid")
 
     photon: str | None = Field(default=None, pattern=PHOTON_REF_PATTERN)
+    resources: Resources | None = Field(default=None, description="per replica")
+    env: dict[str, str] | None = Field(default=None, description="the whole new env")
+    secrets: list[str] | None = Field(default=None, description="the whole new list of secret names")
     min_replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     access: Literal["private", "public"] | None = None

@@ -134,7 +134,8 @@ class DeploymentRow(Base):
     photon_name: Mapped[str] = mapped_column(String(63))
     photon_version: Mapped[int] = mapped_column(Integer)
     previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    generation: Mapped[int] = mapped_column(Integer, default=1)
+    previous_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a rollback's
+    generation: Mapped[int] = mapped_column(Integer, default=1)  # replicas of another one are old
     status: Mapped[str] = mapped_column(String(32), default="pending")
     reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     target_replicas: Mapped[int] = mapped_column(Integer, default=0)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import ReplicaHandle, ReplicaProbe, ReplicaSpec
 from nubis.errors import BundleError, EnvironmentPendingError, NoCapacityError, NubisError
-from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus
+from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus, split_photon_ref
 from nubis.models.photons import PhotonManifest
 from nubis.photon.bundle import verified_hash
 from nubis.server.context import ServerContext
@@ -161,10 +161,11 @@ class DeploymentReconciler:
             return
         spec = DeploymentSpec.model_validate(dep.spec)
         self._autoscale(session, dep, workspace, spec, replicas, now)
-        current = [r for r in replicas if r.photon_version == dep.photon_version and r.status in CURRENT]
-        old = [r for r in replicas if r.photon_version != dep.photon_version and r.status in CURRENT]
+        # A replica of another generation runs an older spec (photon, resources, env or secrets).
+        current = [r for r in replicas if r.generation == dep.generation and r.status in CURRENT]
+        old = [r for r in replicas if r.generation != dep.generation and r.status in CURRENT]
         if old and self._update_failed(current):
-            self._rollback(session, dep, current)
+            self._rollback(session, dep, current, old)
             return
         await self._scale(session, dep, workspace, spec, current, old, now)
         self._set_status(dep, replicas, updating=bool(old))
@@ -369,14 +370,22 @@ class DeploymentReconciler:
     def _update_failed(self, current: list[ReplicaRow]) -> bool:
         return any(r.status == R.crash_loop or r.crashes >= ROLLBACK_CRASHES for r in current)
 
-    def _rollback(self, session: AsyncSession, dep: DeploymentRow, failing: list[ReplicaRow]) -> None:
+    def _rollback(
+        self, session: AsyncSession, dep: DeploymentRow, failing: list[ReplicaRow], old: list[ReplicaRow]
+    ) -> None:
+        """Back to the spec the old replicas run: they become the current generation again."""
         reason = next((r.reason for r in failing if r.reason), "the new version did not become ready")
         bad = f"{dep.photon_name}:{dep.photon_version}"
         if dep.previous_version is None:
             return
+        if dep.previous_spec is not None:
+            dep.photon_name = split_photon_ref(dep.previous_spec["photon"])[0]
         dep.photon_version, dep.previous_version = dep.previous_version, None
-        dep.spec = {**dep.spec, "photon": f"{dep.photon_name}:{dep.photon_version}"}
+        dep.spec = {**(dep.previous_spec or dep.spec), "photon": f"{dep.photon_name}:{dep.photon_version}"}
+        dep.previous_spec = None
         dep.generation += 1
+        for replica in old:
+            replica.generation = dep.generation
         dep.reason = f"rolled back from {bad}: {reason}"
         event(session, dep.id, "rollback", dep.reason)
         for replica in failing:

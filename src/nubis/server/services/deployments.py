@@ -124,44 +124,58 @@ async def create(
 async def update(
     session: AsyncSession, ctx: ServerContext, caller: Caller, name: str, request: DeploymentUpdateRequest
 ) -> Deployment:
+    """Record the new intent: a new photon, resources, env or secrets start a rolling update (a new
+    generation); new bounds rescale; access changes at once."""
     row = await get_row_or_raise(session, caller, name)
     spec = DeploymentSpec.model_validate(row.spec)
+    new_spec = _updated_spec(spec, request)
+    if request.secrets is not None:
+        await secrets.check_exist(session, caller, new_spec.secrets)
+    rolled = [key for key in ("resources", "env", "secrets") if getattr(new_spec, key) != getattr(spec, key)]
+    photon_name, version = row.photon_name, row.photon_version
+    if request.photon or rolled:
+        photon_name, version, manifest = await _resolve_photon(
+            session, caller, request.photon or f"{row.photon_name}:{row.photon_version}")
+    if (photon_name, version) != (row.photon_name, row.photon_version):
+        rolled.insert(0, "photon")
     changes: dict[str, object] = {}
-    scaling = spec.autoscaling.model_dump()
-    for key in ("min_replicas", "max_replicas"):
-        value = getattr(request, key)
-        if value is not None:
-            scaling[key] = value
-    try:
-        new_spec = DeploymentSpec.model_validate(
-            {
-                **spec.model_dump(),
-                "autoscaling": scaling,
-                **({"access": request.access} if request.access else {}),
-                **({"photon": request.photon} if request.photon else {}),
-            }
-        )
-    except ValueError as exc:
-        raise ValidationError(str(exc).splitlines()[-1] if str(exc) else "invalid update") from None
-    if request.photon:
-        photon_name, version, manifest = await _resolve_photon(session, caller, request.photon)
-        if photon_name != row.photon_name or version != row.photon_version:
-            _check_fits(ctx, new_spec.resources or manifest.resources)
-            row.previous_version, row.photon_name, row.photon_version = (
-                row.photon_version,
-                photon_name,
-                version,
-            )
-            row.generation += 1
-            changes["photon"] = f"{photon_name}:{version}"
-            event(session, row.id, "update", f"rolling update to {photon_name}:{version}")
-    if scaling != spec.autoscaling.model_dump():
-        changes["autoscaling"] = {k: scaling[k] for k in ("min_replicas", "max_replicas")}
-        event(session, row.id, "scale", f"replicas {scaling['min_replicas']}..{scaling['max_replicas']}")
+    if rolled:
+        _check_fits(ctx, new_spec.resources or manifest.resources)
+        row.previous_spec, row.previous_version = row.spec, row.photon_version
+        row.photon_name, row.photon_version = photon_name, version
+        row.generation += 1
+        dumped = new_spec.model_dump(mode="json")
+        changes.update({key: dumped[key] for key in rolled if key != "photon"})
+        changes["photon"] = f"{photon_name}:{version}"
+        event(session, row.id, "update",
+              f"rolling update to {photon_name}:{version} ({', '.join(rolled)} changed)")
+    if new_spec.autoscaling != spec.autoscaling:
+        scaling = new_spec.autoscaling
+        changes["autoscaling"] = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas}
+        event(session, row.id, "scale", f"replicas {scaling.min_replicas}..{scaling.max_replicas}")
     row.spec = new_spec.model_dump(mode="json")
-    audit.record(session, caller, "deployment.update", name, changes)
+    audit.record(session, caller, "deployment.update", name, _redacted(changes))
     await session.commit()
     return await get(session, ctx, caller, name)
+
+
+def _updated_spec(spec: DeploymentSpec, request: DeploymentUpdateRequest) -> DeploymentSpec:
+    """``spec`` with what ``request`` sends; an invalid result is a 422 naming the problem."""
+    values = spec.model_dump()
+    values.update(request.model_dump(exclude_none=True, exclude={"min_replicas", "max_replicas"}))
+    for key in ("min_replicas", "max_replicas"):
+        if getattr(request, key) is not None:
+            values["autoscaling"][key] = getattr(request, key)
+    try:
+        return DeploymentSpec.model_validate(values)
+    except ValueError as exc:
+        raise ValidationError(str(exc).splitlines()[-1] if str(exc) else "invalid update") from None
+
+
+def _redacted(changes: dict[str, object]) -> dict[str, object]:
+    """The audit log keeps which env names changed, not their values."""
+    env = changes.get("env")
+    return {**changes, "env": sorted(env)} if isinstance(env, dict) else changes
 
 
 async def delete(session: AsyncSession, caller: Caller, name: str) -> None:
@@ -193,6 +207,9 @@ def to_model(
         min_replicas=spec.autoscaling.min_replicas,
         max_replicas=spec.autoscaling.max_replicas,
         endpoint=endpoint(ctx, workspace, row.name),
+        resources=spec.resources,
+        env=spec.env,
+        secrets=spec.secrets,
         replicas=[
             Replica(
                 id=r.id,
