@@ -213,6 +213,7 @@ CASES = [
     Case("POST", "/api/v1/jobs/{ref}/cancel", Permission.write, 200, object=True, setup=_job),
     Case("GET", "/api/v1/jobs/{ref}/events", Permission.read, 200, object=True, setup=_job),
     Case("GET", "/api/v1/jobs/{ref}/logs", Permission.read, 200, object=True, setup=_job),
+    Case("GET", "/api/v1/jobs/{ref}/outputs", Permission.read, 200, object=True, setup=_job),
     Case("GET", "/api/v1/jobs/{ref}/logs/follow", Permission.read, 200, object=True, setup=_quick_job),
     Case("POST", "/api/v1/jobs/{ref}/metrics", Permission.write, 204, object=True, setup=_job,
          json={"epoch": 1, "loss": 0.5}),
