@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from nubis.backends.sandbox import LAUNCHER
+from nubis.backends.sandbox import LAUNCHER, Policy, launcher_options
 from nubis.photon.build import build_bundle
 from nubis.server.orm import ReplicaRow
 from nubis.server.settings import ServerSettings
@@ -275,13 +275,12 @@ async def test_with_a_uid_per_workspace_file_modes_alone_keep_a_apart(contained_
     if sandbox.uids is None:
         pytest.skip(f"no uid per workspace here: {p.ctx.isolation}")
     targets = await workspace_a(p)
-    policy = {"ro": ["/"], "rw": [], "uid": sandbox.uid_for("b"), "gid": sandbox.uid_for("b")}
+    policy = Policy(ro=("/",), rw=(), uid=sandbox.uid_for("b"), scope=())
     script = ("import json, sys; sys.path.insert(0, sys.argv[2]); import attacks; "
               "print(json.dumps(attacks.attack(json.loads(sys.argv[1]))))")
-    done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(policy), sys.executable, "-c",
-                         script, json.dumps({**targets, "write": [], "urls": []}), str(HERE)],
-        capture_output=True, text=True, timeout=60)
+    argv = [sys.executable, "-I", "-S", str(LAUNCHER), *launcher_options(policy), "--", sys.executable, "-c",
+            script, json.dumps({**targets, "write": [], "urls": []}), str(HERE)]
+    done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     leaked = opened(json.loads(done.stdout))
     bundle_cache = f"read {targets['read'][-1]}"

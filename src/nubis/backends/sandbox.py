@@ -122,6 +122,15 @@ class Policy:
     scope: tuple[str, ...]
 
 
+def launcher_options(policy: Policy) -> list[str]:
+    """``policy`` as ``sandbox_exec.py``'s options (the part before ``--``)."""
+    options = [*(x for p in policy.ro for x in ("--ro", p)), *(x for p in policy.rw for x in ("--rw", p)),
+               *(x for s in policy.scope for x in ("--scope", s))]
+    if policy.uid is not None:
+        options += ["--uid", str(policy.uid), "--gid", str(policy.uid)]
+    return options
+
+
 class Sandbox:
     """What this machine allows; builds each workload's launch command."""
 
@@ -187,9 +196,7 @@ class Sandbox:
         """``argv`` started inside ``policy``; unchanged when the sandbox is off."""
         if not self.enabled:
             return argv
-        data = {"ro": list(policy.ro), "rw": list(policy.rw), "uid": policy.uid, "gid": policy.uid,
-                "scope": list(policy.scope), "abi_min": 1}
-        return [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(data), *argv]
+        return [sys.executable, "-I", "-S", str(LAUNCHER), *launcher_options(policy), "--", *argv]
 
     def own(self, folder: Path, workspace: str, *, mode: int = 0o700) -> None:
         """Create ``folder`` for one workspace's workloads: theirs (uid) and closed to others."""

@@ -1,4 +1,4 @@
-"""Start one workload inside its sandbox: ``python -I -S sandbox_exec.py POLICY_JSON CMD...``.
+"""Start one workload inside its sandbox: ``python -I -S sandbox_exec.py [POLICY...] -- CMD...``.
 
 Standalone on purpose (standard library only, started by path, not as ``nubis``'s module) so it
 adds a few milliseconds, not nubis's import time, to every start. In order it:
@@ -12,13 +12,13 @@ adds a few milliseconds, not nubis's import time, to every start. In order it:
    connections with, processes outside this sandbox (``scope``);
 4. ``execvp``'s the command, which inherits all of it (and cannot undo it).
 
-The policy is JSON: ``{"ro": [paths], "rw": [paths], "uid": int|null, "gid": int|null,
-"scope": ["signal", "abstract_unix_socket"], "abi_min": 1}``. Any failure exits 126 with one line
-on stderr and runs nothing: a workload never starts unsandboxed by accident.
+The policy is options before ``--``: ``--ro PATH`` and ``--rw PATH`` (repeated), ``--uid N``,
+``--gid N``, ``--scope signal|abstract_unix_socket`` (repeated), ``--abi-min N``. Parsed by hand,
+not with json or argparse, whose imports would cost more than the rest of the launcher. Any failure
+exits 126 with one line on stderr and runs nothing: a workload never starts unsandboxed by accident.
 """
 
 import ctypes
-import json
 import os
 import sys
 
@@ -123,20 +123,33 @@ def restrict(ro: list[str], rw: list[str], scope: list[str], abi_min: int) -> in
     return abi
 
 
+def parse(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """``--name VALUE`` pairs up to ``--``, then the command."""
+    policy: dict[str, list[str]] = {"ro": [], "rw": [], "uid": [], "gid": [], "scope": [], "abi-min": []}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        name = args[i].removeprefix("--")
+        if name not in policy or i + 1 >= len(args):
+            raise ValueError(f"bad policy option {args[i]!r}")
+        policy[name].append(args[i + 1])
+        i += 2
+    if i >= len(args) - 1:
+        raise ValueError("no command after '--'")
+    return policy, args[i + 1:]
+
+
 def main() -> int:
-    if len(sys.argv) < 3:
-        print("usage: sandbox_exec.py POLICY_JSON CMD...", file=sys.stderr)
-        return 2
     try:
-        policy = json.loads(sys.argv[1])
-        drop_privileges(policy.get("uid"), policy.get("gid"))
+        policy, argv = parse(sys.argv[1:])
+        uid = int(policy["uid"][-1]) if policy["uid"] else None
+        gid = int(policy["gid"][-1]) if policy["gid"] else uid
+        drop_privileges(uid, gid)
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-        restrict(list(policy.get("ro", [])), list(policy.get("rw", [])),
-                 list(policy.get("scope", [])), int(policy.get("abi_min", 1)))
+        abi_min = int(policy["abi-min"][-1]) if policy["abi-min"] else 1
+        restrict(policy["ro"], policy["rw"], policy["scope"], abi_min)
     except (SandboxError, OSError, ValueError, KeyError) as exc:
         print(f"nubis sandbox: cannot start the workload sandboxed: {exc}", file=sys.stderr, flush=True)
         return 126
-    argv = sys.argv[2:]
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

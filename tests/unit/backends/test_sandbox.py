@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -65,7 +64,10 @@ def test_harden_home_closes_state_and_keeps_the_way_to_workloads_open(tmp_path: 
 
 
 def _launch(policy: dict[str, object], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(policy), *argv],
+    options = [x for name, values in policy.items()
+               for value in (values if isinstance(values, list) else [values])
+               for x in (f"--{name}", str(value))]
+    return subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), *options, "--", *argv],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -90,8 +92,16 @@ def test_the_launcher_allows_only_what_the_policy_names(tmp_path: Path) -> None:
 
 
 @linux_only
+def test_the_launcher_refuses_a_bad_policy_or_no_command() -> None:
+    assert _launch({"color": "red"}, "/bin/true").returncode == 126
+    done = subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), "--ro", "/usr"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 126 and "no command" in done.stderr
+
+
+@linux_only
 def test_the_launcher_refuses_to_run_what_it_cannot_sandbox(tmp_path: Path) -> None:
-    done = _launch({"ro": [], "rw": [], "abi_min": 99}, "/bin/true")
+    done = _launch({"abi-min": 99}, "/bin/true")
     assert done.returncode == 126
     assert "cannot start the workload sandboxed" in done.stderr
 
