@@ -174,16 +174,22 @@ class Store:
             for name in sorted(names):
                 path = os.path.join(folder, name)
                 rel = os.path.relpath(path, root).replace(os.sep, "/")
-                writer = self.writer(f"{prefix}/{rel}")
-                try:
-                    with open(path, "rb") as fh:
-                        while chunk := fh.read(CHUNK):
-                            total += writer.write(chunk)
-                    writer.commit()
-                except BaseException:
-                    writer.abort()
-                    raise
+                with open(path, "rb") as fh:
+                    total += self.put_file(f"{prefix}/{rel}", fh)
         return total
+
+    def put_file(self, path: str, fh: BinaryIO) -> int:
+        """Copy an open file to ``path``, atomically; returns the bytes written."""
+        writer = self.writer(path)
+        written = 0
+        try:
+            while chunk := fh.read(CHUNK):
+                written += writer.write(chunk)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return written
 
     def download(self, path: str, local: str | os.PathLike[str]) -> None:
         """Copy one object to a local file, atomically (a ``.part`` file renamed into place)."""

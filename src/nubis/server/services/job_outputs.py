@@ -23,7 +23,7 @@ from nubis.models.storage import StorageObject, normalize_path
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
 from nubis.server.services.jobs import get_row_or_raise
-from nubis.storage import CHUNK, Store
+from nubis.storage import Store
 
 log = logging.getLogger("nubis.jobs.outputs")
 
@@ -51,17 +51,8 @@ def _open_plain(name: str, dir_fd: int) -> int | None:
 
 
 def _copy(store: Store, fd: int, path: str) -> int:
-    writer = store.writer(path)
-    written = 0
-    try:
-        with os.fdopen(fd, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                written += writer.write(chunk)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return written
+    with os.fdopen(fd, "rb") as fh:
+        return store.put_file(path, fh)
 
 
 def save_outputs(store: Store, folder: str, prefix: str) -> SavedOutputs:
