@@ -80,15 +80,6 @@ def replica_env(base: Mapping[str, str], spec: ReplicaSpec, *, home: Path,
     return env
 
 
-def workload_env(work: Path, uid: int | None) -> dict[str, str]:
-    """A private tmp and home in the workload's own folder, a user name when it runs as a uid of
-    its own (no passwd entry: ``getpass`` reads ``USER``)."""
-    env = {"TMPDIR": str(work / "tmp"), "HOME": str(work)}
-    if uid is not None:
-        env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})
-    return env
-
-
 def venv_of(python: str) -> list[str]:
     """The cached virtualenv an interpreter belongs to (read-only to the workload), if any."""
     return [] if python == sys.executable else [str(Path(python).parent.parent)]
@@ -148,7 +139,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
         for folder in (work, work / "home", work / "tmp"):
             self.sandbox.own(folder, spec.workspace)
         env = replica_env(os.environ, spec, home=work / "home", gpus=allocation.gpus)
-        env.update(workload_env(work, self.sandbox.uid_for(spec.workspace)))
+        env.update(self.sandbox.env(spec.workspace, tmp=work / "tmp", home=work))
         key = secrets.token_urlsafe(32)  # the replica answers only requests that carry it (the
         # gateway sends it; ReplicaHandle.ref["replica_key"] keeps it for the routing table)
         env[REPLICA_KEY_ENV] = key

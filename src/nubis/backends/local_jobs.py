@@ -49,16 +49,6 @@ def worker_argv(command: tuple[str, ...], exit_file: Path, sandbox: Sandbox, pol
     return [sys.executable, str(WORKER_EXIT), str(exit_file), *sandbox.command(argv, policy)]
 
 
-def give_tree(folder: Path, uid: int | None) -> None:
-    """Hand an unpacked code folder to the workspace's uid (the workers write into their cwd)."""
-    if uid is None:
-        return
-    for root, dirs, files in os.walk(folder):
-        for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), uid, uid)
-    os.chown(folder, uid, uid)
-
-
 def local_storage(url: str | None) -> Path | None:
     """The workspace's storage folder when storage is a local folder (granted to its workers)."""
     if not url or "://" in url.removeprefix("file://"):
@@ -162,7 +152,7 @@ class LocalJobs(JobsCapability):
         cwd = job_dir / "code"
         if spec.code is not None and not cwd.exists():
             await asyncio.to_thread(unpack_code, Path(spec.code), cwd)
-            await asyncio.to_thread(give_tree, cwd, sandbox.uid_for(spec.workspace))
+            await asyncio.to_thread(sandbox.give, cwd, spec.workspace)  # the workers write in their cwd
         (job_dir / ENDED).unlink(missing_ok=True)
         outputs = Path(self.output_dir(spec.job_id))
         for folder in (cwd, Path(self.checkpoint_dir(spec.job_id)), outputs, job_dir / "tmp"):
@@ -183,14 +173,10 @@ class LocalJobs(JobsCapability):
             "NUBIS_OUTPUT_DIR": str(outputs),
             "PYTHONUNBUFFERED": "1",
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-            "TMPDIR": str(job_dir / "tmp"),
-            "HOME": str(job_dir / "tmp"),
+            **sandbox.env(spec.workspace, tmp=job_dir / "tmp", home=job_dir / "tmp"),
         })
         if "TORCHELASTIC_ERROR_FILE" not in spec.env:  # torch.distributed.elastic's @record writes here
             env["TORCHELASTIC_ERROR_FILE"] = str(job_dir / "tmp" / f"error-{spec.worker_id}.json")
-        uid = sandbox.uid_for(spec.workspace)
-        if uid is not None:
-            env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})
         writable = [str(cwd), self.checkpoint_dir(spec.job_id), str(outputs), str(job_dir / "tmp")]
         storage = local_storage(env.get("NUBIS_STORAGE_URL"))
         if storage is not None:

@@ -198,6 +198,25 @@ class Sandbox:
             return argv
         return [sys.executable, "-I", "-S", str(LAUNCHER), *launcher_options(policy), "--", *argv]
 
+    def env(self, workspace: str, *, tmp: Path, home: Path) -> dict[str, str]:
+        """A private tmp and home, and a user name when the workload runs as a uid of its own
+        (no passwd entry: ``getpass`` reads ``USER``)."""
+        env = {"TMPDIR": str(tmp), "HOME": str(home)}
+        uid = self.uid_for(workspace)
+        if uid is not None:
+            env.update({"USER": f"nubis-{uid}", "LOGNAME": f"nubis-{uid}"})
+        return env
+
+    def give(self, folder: Path, workspace: str) -> None:
+        """Hand a folder the control plane filled (a job's unpacked code) to the workspace's uid."""
+        uid = self.uid_for(workspace)
+        if uid is None:
+            return
+        for root, dirs, files in os.walk(folder):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(root, name), uid, uid)
+        os.chown(folder, uid, uid)
+
     def own(self, folder: Path, workspace: str, *, mode: int = 0o700) -> None:
         """Create ``folder`` for one workspace's workloads: theirs (uid) and closed to others."""
         folder.mkdir(parents=True, exist_ok=True)
