@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli_stubs import StubClient
 from nubis.cli import deployments, jobs, render, storage, tokens
 from nubis.cli.main import app
 from nubis.errors import NotFoundError
@@ -63,19 +64,6 @@ def test_transfer_description_is_literal(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_status_keeps_its_colour_and_any_unknown_value() -> None:
     assert render.status("failed").style == "red"
     assert render.status("[/bold]").plain == "[/bold]"
-
-
-class StubClient:
-    """The SDK's surface the commands below call, answering with markup in every text field."""
-
-    def __init__(self, **apis: Any) -> None:
-        self.__dict__.update(apis)
-
-    def __enter__(self) -> StubClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def stub(monkeypatch: pytest.MonkeyPatch, module: Any, **apis: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli_stubs import StubClient
 from nubis.cli import deployments, models, render
 from nubis.cli.main import app
 from nubis.client import deployments as sdk
@@ -28,14 +29,6 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
-
-
-class StubClient(SimpleNamespace):
-    def __enter__(self) -> StubClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @pytest.fixture(autouse=True)
