@@ -23,7 +23,12 @@ The rules, walking the queue in order of (priority, highest first; ``seq``, olde
    candidate would not make the job fit, nothing is stopped and the job waits. What victims held is
    free (and no longer their workspace's usage) for the rest of the round; they are requeued by the
    caller, not admitted again in the same round.
-4. **Backfill.** A job that waits does not block the jobs behind it: a smaller job later in the
+4. **Nodes.** With several nodes (``AdmissionSnapshot.nodes``), a gang must also be placed worker
+   by worker (``placement.py``: packed, or one worker per node with ``spread``, on nodes with the
+   labels asked for); one that no layout of empty nodes can hold "can never fit", one that fits the
+   pool but not the nodes waits with the placement's reason, and a preemption happens only if the
+   job can be placed once its victims' workers are gone from their nodes.
+5. **Backfill.** A job that waits does not block the jobs behind it: a smaller job later in the
    order starts if it fits. Since preemption needs a strictly higher priority than the victim's, a
    job never stops one of equal or higher priority.
 
@@ -34,31 +39,17 @@ to the millicore, so that float sums do not drift.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 
-Vec = tuple[int, int, int]  # (millicores, bytes, GPUs)
+from nubis.server.scheduler.demand import FORMATS, GIB, Demand, Vec, format_resources, millicores
+from nubis.server.scheduler.placement import Nodes, NodeView, Placement, Strategy
 
-_GIB = 2**30
 _NO_LIMIT = sys.maxsize
 _ZERO: Vec = (0, 0, 0)
 _UNLIMITED: Vec = (_NO_LIMIT, _NO_LIMIT, _NO_LIMIT)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Demand:
-    """Resources: what a worker needs, and also what is free, used, or there in all."""
-
-    cpu: float = 0.0  # cores
-    memory: int = 0  # bytes
-    gpu: int = 0
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.cpu):
-            raise ValueError(f"cpu must be a finite number of cores, got {self.cpu}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +69,8 @@ class QueuedJob:
     seq: int  # submission order; a requeued preempted job keeps its own
     workers: int
     per_worker: Demand
+    strategy: Strategy = Strategy.pack
+    selector: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_gang(self.workers, self.per_worker)
@@ -93,6 +86,7 @@ class RunningJob:
     per_worker: Demand
     started_at: float
     preemptible: bool = True
+    nodes: tuple[str, ...] = ()  # the node of each worker (with ``AdmissionSnapshot.nodes``)
 
     def __post_init__(self) -> None:
         _check_gang(self.workers, self.per_worker)
@@ -106,6 +100,8 @@ class AdmissionSnapshot:
     running: Sequence[RunningJob]
     quotas: Mapping[str, Quota]  # workspace → quota; a workspace missing here has none
     usage: Mapping[str, Demand]  # workspace → what its running jobs and replicas hold now
+    nodes: Sequence[NodeView] = ()  # what each node has free now; empty: one pool (``free``)
+    node_totals: Sequence[NodeView] = ()  # what each node has in all
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +109,7 @@ class AdmissionDecision:
     admit: tuple[str, ...]  # queued job ids to start now, in order
     preempt: tuple[str, ...]  # running job ids to stop and requeue, in the order decided
     waiting: Mapping[str, str]  # every queued job not admitted → why it is pending
+    placements: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # admitted → node per worker
 
 
 def decide_admissions(snapshot: AdmissionSnapshot, *, now: float) -> AdmissionDecision:
@@ -126,18 +123,8 @@ def decide_admissions(snapshot: AdmissionSnapshot, *, now: float) -> AdmissionDe
         reason = round_.consider(job)
         if reason is not None:
             waiting[job.id] = reason
-    return AdmissionDecision(admit=tuple(round_.admitted), preempt=tuple(round_.preempted), waiting=waiting)
-
-
-def millicores(cpu: float) -> int:
-    """Cores → millicores, rounded up; ``round`` first so that 0.1 * 3 stays 300."""
-    return math.ceil(round(cpu * 1000, 6))
-
-
-def format_resources(amounts: Vec, dims: Sequence[int] = (0, 1, 2)) -> str:
-    """``(2000, 4 * 2**30, 1)`` → ``2 CPU, 4.00 GiB, 1 GPU`` (only the resources in ``dims``)."""
-    parts = [_FORMATS[i](max(0, amounts[i])) for i in dims]
-    return ", ".join(parts) if parts else "nothing"
+    return AdmissionDecision(admit=tuple(round_.admitted), preempt=tuple(round_.preempted), waiting=waiting,
+                             placements=round_.placements)
 
 
 def beyond_quota(workspace: str, workers: int, per_worker: Demand, quota: Quota) -> str | None:
@@ -185,6 +172,8 @@ class _Victim:
     workspace: str
     priority: int
     demand: Vec
+    nodes: tuple[str, ...] = ()
+    per_worker: Vec = (0, 0, 0)
 
 
 class _Round:
@@ -197,9 +186,12 @@ class _Round:
         self.usage = {ws: _vec(u) for ws, u in snapshot.usage.items()}
         running = sorted(snapshot.running, key=lambda r: (r.priority, -r.started_at, r.id))
         self.candidates = [
-            _Victim(r.id, r.workspace, r.priority, _vec(r.per_worker, r.workers))
+            _Victim(r.id, r.workspace, r.priority, _vec(r.per_worker, r.workers), r.nodes, _vec(r.per_worker))
             for r in running if r.preemptible
         ]
+        # several nodes: a gang must also be placed on them, worker by worker (placement.py)
+        self.nodes = Nodes(snapshot.nodes, snapshot.node_totals) if snapshot.nodes else None
+        self.placements: dict[str, tuple[str, ...]] = {}
         self.admitted: list[str] = []
         self.preempted: list[str] = []
         self._below: dict[int, Vec] = {}  # priority → what candidates below it hold
@@ -218,12 +210,16 @@ class _Round:
         q = q0, q1, q2 = self.quotas.get(ws, _UNLIMITED)
         u = u0, u1, u2 = self.usage.get(ws, _ZERO)
         if d0 <= f0 and d1 <= f1 and d2 <= f2 and u0 + d0 <= q0 and u1 + d1 <= q1 and u2 + d2 <= q2:
-            self._take(ws, d)
-            self.admitted.append(job.id)
-            return None
+            if self.nodes is None:
+                self._take(ws, d)
+                self.admitted.append(job.id)
+                return None
+            return self._consider_on_nodes(job, d)
         t0, t1, t2 = self.total
         if d0 > t0 or d1 > t1 or d2 > t2:
             return self._reason(_never_fits, job.workers, _vec(pw), self.total)
+        if self.nodes is not None and not (never := self._never(job)).placed:
+            return f"can never fit: {never.reason}"
         if d0 > q0 or d1 > q1 or d2 > q2:
             return self._reason(_exceeds_quota, ws, d, q)
         m0, m1, m2 = self._held_below_in(job.priority, ws)
@@ -232,11 +228,40 @@ class _Round:
         a0, a1, a2 = self._held_below(job.priority)
         if d0 > f0 + a0 or d1 > f1 + a1 or d2 > f2 + a2:
             return self._reason(_capacity, d, self.free)
-        self._preempt_for(job, d, q, u)
-        return None
+        return self._preempt_for(job, d, q, u)
 
-    def _preempt_for(self, job: QueuedJob, d: Vec, q: Vec, u: Vec) -> None:
+    def _never(self, job: QueuedJob) -> Placement:
+        assert self.nodes is not None
+        return self.nodes.never(_vec(job.per_worker), job.workers, job.strategy, job.selector)
+
+    def _consider_on_nodes(self, job: QueuedJob, d: Vec) -> str | None:
+        """The pool has room (and the quota): is there a placement on the nodes too?"""
+        assert self.nodes is not None
+        need = _vec(job.per_worker)
+        placement = self.nodes.place(need, job.workers, job.strategy, job.selector)
+        if placement.placed:
+            self.nodes.take(placement.nodes, need)
+            self.placements[job.id] = placement.nodes
+            self._take(job.workspace, d)
+            self.admitted.append(job.id)
+            return None
+        never = self._never(job)
+        if not never.placed:
+            return f"can never fit: {never.reason}"
+        return f"waiting for capacity: {placement.reason}"
+
+    def _preempt_for(self, job: QueuedJob, d: Vec, q: Vec, u: Vec) -> str | None:
         victims = self._pick_victims(job, d, q, u)
+        if self.nodes is not None:
+            need = _vec(job.per_worker)
+            freed = self.nodes.held_by([(v.nodes, v.per_worker) for v in victims])
+            placement = self.nodes.place(need, job.workers, job.strategy, job.selector, freed)
+            if not placement.placed:
+                return f"waiting for capacity: {placement.reason} (even after preempting lower priorities)"
+            for v in victims:
+                self.nodes.take(v.nodes, v.per_worker, sign=-1)
+            self.nodes.take(placement.nodes, need)
+            self.placements[job.id] = placement.nodes
         for v in victims:
             self._take(v.workspace, v.demand, sign=-1)
             self.preempted.append(v.id)
@@ -246,6 +271,7 @@ class _Round:
         self._below_in.clear()
         self._take(job.workspace, d)
         self.admitted.append(job.id)
+        return None
 
     def _pick_victims(self, job: QueuedJob, d: Vec, q: Vec, u: Vec) -> list[_Victim]:
         """Lowest priority first, newest first; then put back those not needed, last picked first.
@@ -332,17 +358,12 @@ def _exceeds_quota(ws: str, d: Vec, q: Vec) -> str:
 
 def _quota_left(ws: str, d: Vec, q: Vec, u: Vec) -> str:
     dims = [i for i in range(3) if u[i] + d[i] > q[i]]
-    left = ", ".join(f"{_NUMBERS[i](max(0, q[i] - u[i]))} of {_FORMATS[i](q[i])}" for i in dims)
+    left = ", ".join(f"{_NUMBERS[i](max(0, q[i] - u[i]))} of {FORMATS[i](q[i])}" for i in dims)
     return f"workspace quota: needs {format_resources(d, dims)}; {ws} has {left} left"
 
 
 _NUMBERS = (
     lambda m: f"{m / 1000:g}",
-    lambda b: f"{b / _GIB:.2f}",
+    lambda b: f"{b / GIB:.2f}",
     str,
-)
-_FORMATS = (
-    lambda m: f"{m / 1000:g} CPU",
-    lambda b: f"{b / _GIB:.2f} GiB",
-    lambda g: f"{g} GPU",
 )
