@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,46 @@ def test_the_job_keeps_running_across_a_control_plane_restart(platform: Restarta
         assert done.attempt == 1  # never restarted: adopted and tracked to its end
         assert done.model is not None and done.model == "survivor:1"
         assert any(e.kind == "adopted" for e in c.jobs.events(job.id))
+
+
+def test_train_through_a_pipe_prints_each_step_as_a_plain_line(
+    platform: RestartablePlatform, client: nubis.Client, tmp_path: Path
+) -> None:
+    """`nubis train | tee` (a CI log): queued with the reason, started, each epoch, the result;
+    one plain line each, no terminal control codes."""
+    client.workspaces.create("progress")
+    client.workspaces.set_quota("progress", cpu=2)
+    token = (platform.home / "admin.token").read_text().strip()
+    with nubis.Client(f"http://127.0.0.1:{platform.port}", token, workspace="progress") as ws:
+        ws.jobs.submit(["python", "-c", "import time; time.sleep(600)"], name="blocker",
+                       resources={"cpu": 1, "memory": "64Mi"})  # half the quota: the train job waits
+        env = {k: v for k, v in os.environ.items() if k not in ("NUBIS_TOKEN", "NUBIS_URL", "FORCE_COLOR")}
+        env.update(NUBIS_HOME=str(platform.home), NUBIS_WORKSPACE="progress")
+        with (tmp_path / "stderr").open("w") as stderr:
+            train = subprocess.Popen(
+                [sys.executable, "-m", "nubis.cli.main", "train", "--model", "logreg",
+                 "--data", "builtin:iris", "--epochs", "3", "--workers", "2", "--memory", "512Mi"],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT)
+        assert train.stdout is not None
+        lines: list[str] = []
+        blocking = True
+        give_up = threading.Timer(300, train.kill)  # a wait that never ends fails, not hangs
+        give_up.start()
+        for line in train.stdout:  # read as it comes: the reason is on screen while it waits
+            if blocking and line.startswith("queued (") and "quota" in line:  # why, while it waits
+                ws.jobs.cancel("blocker")
+                blocking = False
+            lines.append(line)
+        give_up.cancel()
+        assert train.wait(timeout=60) == 0, [*lines, (tmp_path / "stderr").read_text()]
+    printed = "".join(lines)
+    assert "\x1b" not in printed and "\r" not in printed, printed
+    expected = ["training job ", "queued (waiting for admission)", "queued (workspace quota: needs 2 CPU",
+                "starting 2 workers\n", "epoch 1/3 loss=", "epoch 2/3 loss=", "epoch 3/3 loss=",
+                "succeeded", "✓ held-out accuracy"]
+    steps = [next(i for i, line in enumerate(lines) if line.startswith(e)) for e in expected]
+    assert steps == sorted(steps), printed
+    assert len(lines) == len(set(lines)), printed  # each change once, not once a poll
 
 
 @pytest.mark.parametrize(

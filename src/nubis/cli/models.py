@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nubis.cli import render
+from nubis.cli.job_progress import JobProgress
 from nubis.client.client import Client
 from nubis.errors import NubisError
 from nubis.models.jobs import Job, JobStatus
@@ -27,30 +28,50 @@ class JobFailedError(NubisError):
 
 
 def wait_with_progress(client: Client, job: Job, *, quiet: bool, label: str) -> Job:
-    """Follow a job to its end with a progress bar over its reported epochs (on stderr)."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=render.err, transient=False,
-                  disable=quiet or not render.err.is_terminal) as progress:
-        task = progress.add_task(render.escape_text(label), total=None,
-                                 info=render.escape_text(job.reason or str(job.status)))
-
-        def update(current: Job) -> None:
-            m = current.metrics
-            info = str(current.status)
-            if "epoch" in m:
-                keys = ("loss", "accuracy", "val_accuracy", "samples_per_s")
-                info = "  ".join(f"{k} {m[k]:.4g}" for k in keys if isinstance(m.get(k), float))
-                progress.update(task, total=m.get("epochs"), completed=m.get("epoch"))
-            elif current.reason and current.status == JobStatus.queued:
-                info = current.reason
-            progress.update(task, info=render.escape_text(info[:100]))
-
-        done = client.jobs.wait(job.id, on_update=update)
+    """Follow a job to its end, showing each change from the first second: a live progress bar over
+    its epochs on a terminal, plain lines (``queued (…)``, ``starting 2 workers``, ``epoch 3/10 …``)
+    when stdout is a pipe or a CI log; nothing when ``quiet``."""
+    if quiet:
+        done = client.jobs.wait(job.id)
+    elif render.out.is_terminal and render.err.is_terminal:
+        done = _follow_live(client, job, label=label)
+    else:
+        done = _follow_plain(client, job)
     if done.status != JobStatus.succeeded:
         raise JobFailedError(f"job {done.name} {done.status}: {done.reason or 'no reason given'} "
                              f"(see `nubis job logs {done.name}`)")
     return done
+
+
+def _follow_plain(client: Client, job: Job) -> Job:
+    progress = JobProgress()
+
+    def update(current: Job) -> None:
+        for line in progress.update(current):
+            render.line(line)
+        render.out.file.flush()  # each line as it happens, also through a pipe
+
+    update(job)
+    return client.jobs.wait(job.id, on_update=update)
+
+
+def _follow_live(client: Client, job: Job, *, label: str) -> Job:
+    """A progress bar on stderr: the job's state, then its epochs and latest metrics."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))
+    progress = JobProgress()
+    with Progress(*columns, console=render.err, transient=False) as bar:
+        task = bar.add_task(render.escape_text(label), total=None, info="")
+
+        def update(current: Job) -> None:
+            progress.update(current)
+            m = current.metrics
+            if isinstance(m.get("epoch"), int):
+                bar.update(task, total=m.get("epochs"), completed=m["epoch"])
+            bar.update(task, info=render.escape_text(progress.latest[:100]))
+
+        update(job)
+        return client.jobs.wait(job.id, on_update=update)
 
 
 def train(
