@@ -14,10 +14,10 @@ treats ``ref`` as opaque.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from nubis.models.resources import Resources
 
@@ -42,6 +42,7 @@ class WorkerSpec:
 
     ``code`` is a local zip of the working directory, already fetched from storage, unpacked as the
     worker's cwd (shared by the workers of one job); None runs in an empty folder of the job.
+    ``requirements``: pip requirements its ``python`` must see (``JobsCapability.prepare_environment``).
     """
 
     worker_id: str
@@ -52,6 +53,22 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict, repr=False)
     resources: Resources = field(default_factory=Resources)
     code: Path | None = None
+    requirements: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a workload's requirements stand on a backend.
+
+    ``missing``: what the platform's environment lacks (what gets installed). ``detail``: when
+    ``ready``, what the build installed and how long it took (empty when nothing was missing or the
+    build is older than this process); when ``building``, what and for how long so far; when
+    ``failed``, pip's last lines.
+    """
+
+    state: Literal["ready", "building", "failed"]
+    missing: tuple[str, ...] = ()
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,6 +199,13 @@ class JobsCapability(ABC):
     def sweep_jobs(self, *, now: float) -> int:
         """Remove what ended jobs left (their checkpoints) once kept long enough; returns how many."""
         return 0
+
+    def prepare_environment(self, workspace: str, requirements: Sequence[str]) -> Environment:
+        """Where a job's ``requirements`` stand here; starts installing what is missing in the
+        background (returns at once). ``start_worker`` runs the workers with it once it is ready."""
+        if not requirements:
+            return Environment("ready")
+        return Environment("failed", tuple(requirements), "this backend cannot install a job's requirements")
 
 
 class GpuCapability(ABC):

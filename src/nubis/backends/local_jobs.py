@@ -4,7 +4,9 @@ Each worker is ``python worker_exit.py EXIT_FILE COMMAND...`` in its own session
 crashed control plane and its exit code survives in ``state_dir/jobs/<job>/exit/<worker>``.
 The job's folder holds its unpacked code (every worker's cwd), its checkpoints and its outputs,
 kept across retries. ``forget_job`` (the job ended) removes all but the checkpoints, which stay
-``CHECKPOINT_RETENTION_S`` after the job ended; ``sweep_jobs`` removes them then.
+``CHECKPOINT_RETENTION_S`` after the job ended; ``sweep_jobs`` removes them then. Workers of a job
+with requirements the platform's environment lacks run on the workspace's cached virtualenv for
+them (``local_venvs.py``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from nubis.backends.base import JobsCapability, ReplicaHandle, WorkerSpec
+from nubis.backends.base import Environment, JobsCapability, ReplicaHandle, WorkerSpec
 from nubis.backends.local_processes import (
     REPLICA_ID,
     REPLICA_ID_ENV,
@@ -28,6 +31,7 @@ from nubis.backends.local_processes import (
     free_port,
     process_start_time,
 )
+from nubis.backends.local_venvs import VirtualenvCache, venv_of
 from nubis.backends.sandbox import Policy, Sandbox
 from nubis.errors import ValidationError
 from nubis.models.limits import check_code_archive
@@ -40,12 +44,13 @@ CHECKPOINT_RETENTION_S = 7 * 24 * 3600.0
 ENDED = "ended"  # a job folder's marker: the job ended at this file's mtime
 
 
-def worker_argv(command: tuple[str, ...], exit_file: Path, sandbox: Sandbox, policy: Policy) -> list[str]:
+def worker_argv(command: tuple[str, ...], exit_file: Path, sandbox: Sandbox, policy: Policy, *,
+                python: str = sys.executable) -> list[str]:
     """The wrapper (outside the sandbox: it records the exit code), then the sandboxed command
-    with ``python`` meaning the platform's interpreter."""
+    with ``python`` meaning the job's interpreter (the platform's, or its requirements' virtualenv)."""
     argv = list(command)
     if argv[0] in PYTHON_NAMES:
-        argv[0] = sys.executable
+        argv[0] = python
     return [sys.executable, str(WORKER_EXIT), str(exit_file), *sandbox.command(argv, policy)]
 
 
@@ -88,6 +93,7 @@ class LocalJobs(JobsCapability):
     """Mixed into ``LocalBackend``: uses its ledger, process table and log files."""
 
     state_dir: Path
+    venvs: VirtualenvCache
 
     def job_dir(self, job_id: str) -> Path:
         return self.state_dir / "jobs" / job_id
@@ -132,19 +138,23 @@ class LocalJobs(JobsCapability):
                 removed += 1
         return removed
 
+    def prepare_environment(self, workspace: str, requirements: Sequence[str]) -> Environment:
+        return self.venvs.environment(list(requirements), workspace=workspace)
+
     async def start_worker(self, spec: WorkerSpec) -> ReplicaHandle:
         if not REPLICA_ID.match(spec.worker_id):
             raise ValueError(f"worker id {spec.worker_id!r} must match {REPLICA_ID.pattern}")
         if not self._forget_exited(spec.worker_id):  # type: ignore[attr-defined]
             raise ValueError(f"worker {spec.worker_id} is already running here")
+        python = self.venvs.python_for(list(spec.requirements), workspace=spec.workspace)
         allocation: Allocation = self.ledger.allocate(spec.worker_id, spec.resources)  # type: ignore[attr-defined]
         try:
-            return await self._launch_worker(spec, allocation)
+            return await self._launch_worker(spec, allocation, python)
         except BaseException:
             self.ledger.release(spec.worker_id)  # type: ignore[attr-defined]
             raise
 
-    async def _launch_worker(self, spec: WorkerSpec, allocation: Allocation) -> ReplicaHandle:
+    async def _launch_worker(self, spec: WorkerSpec, allocation: Allocation, python: str) -> ReplicaHandle:
         job_dir = self.job_dir(spec.job_id)
         sandbox: Sandbox = self.sandbox  # type: ignore[attr-defined]
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +174,7 @@ class LocalJobs(JobsCapability):
         log_path = self.log_path(spec.worker_id)  # type: ignore[attr-defined]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         gpus = tuple(allocation.gpus)  # type: ignore[attr-defined]
+        bins = dict.fromkeys([str(Path(python).parent), str(Path(sys.executable).parent)])  # the job's first
         env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
         env.update(spec.env)
         env.update({
@@ -172,7 +183,7 @@ class LocalJobs(JobsCapability):
             "NUBIS_CHECKPOINT_DIR": self.checkpoint_dir(spec.job_id),
             "NUBIS_OUTPUT_DIR": str(outputs),
             "PYTHONUNBUFFERED": "1",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "PATH": os.pathsep.join([*bins, env.get("PATH", "")]),
             **sandbox.env(spec.workspace, tmp=job_dir / "tmp", home=job_dir / "tmp"),
         })
         if "TORCHELASTIC_ERROR_FILE" not in spec.env:  # torch.distributed.elastic's @record writes here
@@ -182,11 +193,11 @@ class LocalJobs(JobsCapability):
         if storage is not None:
             await asyncio.to_thread(sandbox.share_storage, storage, spec.workspace)
             writable.append(str(storage))
-        policy = sandbox.policy(workspace=spec.workspace, read=[], write=writable,
+        policy = sandbox.policy(workspace=spec.workspace, read=venv_of(python), write=writable,
                                 gang=int(spec.env.get("WORLD_SIZE", "1")) > 1)
         with log_path.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                *worker_argv(spec.command, exit_file, sandbox, policy),
+                *worker_argv(spec.command, exit_file, sandbox, policy, python=python),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=env, cwd=cwd, start_new_session=True,
             )

@@ -7,7 +7,8 @@ shared; only what is missing is installed): a ``.pth`` file in its site-packages
 interpreter's site-packages folders after its own. ``--system-site-packages`` would not do: it
 adds the *base* interpreter's packages, which lack nubis whenever nubis runs in a virtualenv.
 While it builds, ``python_for`` raises ``EnvironmentPendingError`` (the replica waits and says
-why); a failed build raises ``PhotonLoadError`` with pip's last lines.
+why); a failed build raises ``PhotonLoadError`` with pip's last lines. ``environment`` says the
+same as data (job workers: what is installed, how long it took).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from nubis.backends.base import Environment
 from nubis.backends.sandbox import Sandbox
 from nubis.errors import EnvironmentPendingError, PhotonLoadError
 
 log = logging.getLogger("nubis.backends.local")
 
 BUILD_TIMEOUT_S = 900.0
+MAX_CONCURRENT_BUILDS = 2  # more wait their turn (each is a pip with its downloads and builds)
 PIP_CONFIG = ["/etc/pip.conf", "/etc/xdg/pip"]  # what a sandboxed pip may read beyond the system
 READY = ".nubis-ready"
 PARENT_PTH = "nubis-platform-env.pth"
@@ -70,10 +73,28 @@ def platform_site_dirs() -> list[str]:
 
 def write_parent_pth(venv: Path) -> None:
     """Make ``venv`` see the running environment's packages, after its own (``.pth`` files too)."""
-    own = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    own = site_packages(venv)
     # a .pth line that starts with "import" is run, in a function's scope: no comprehension
     line = "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in platform_site_dirs())
     (own / PARENT_PTH).write_text(line + "\n")
+
+
+def venv_of(python: str) -> list[str]:
+    """The cached virtualenv an interpreter belongs to (read-only to the workload), if any."""
+    return [] if python == sys.executable else [str(Path(python).parent.parent)]
+
+
+def site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def installed_dists(venv: Path) -> set[str]:
+    """``name version`` of each distribution installed in ``venv``'s own site-packages."""
+    try:
+        names = [p.name.removesuffix(".dist-info") for p in site_packages(venv).glob("*.dist-info")]
+    except OSError:
+        return set()
+    return {" ".join(name.rsplit("-", 1)) for name in names}  # dist-info names: name_x-1.0
 
 
 def pip_paths(environ: Mapping[str, str]) -> list[str]:
@@ -97,8 +118,10 @@ class VirtualenvCache:
         self.root = root
         self.sandbox = sandbox
         self._builds: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_BUILDS)
         self._started: dict[str, float] = {}
         self._failed: dict[str, str] = {}
+        self._built: dict[str, str] = {}  # what a build here installed, and how long it took
 
     def python_for(self, requirements: list[str], *, workspace: str = "") -> str:
         """The interpreter a bundle of ``workspace`` with these requirements runs on (ours when
@@ -122,7 +145,26 @@ class VirtualenvCache:
             f"{waited:.0f} s so far)", details={"missing_requirements": missing},
         )
 
+    def environment(self, requirements: list[str], *, workspace: str = "") -> Environment:
+        """``python_for`` as data: ready (with what a build by this process installed, in how long), building
+        (started now if it was not), or failed (pip's last lines)."""
+        missing = tuple(missing_requirements(requirements))
+        try:
+            self.python_for(requirements, workspace=workspace)
+        except EnvironmentPendingError as exc:
+            return Environment("building", missing, exc.message)
+        except PhotonLoadError:
+            return Environment("failed", missing, self._failed[requirements_key(requirements, workspace)])
+        if not missing:
+            return Environment("ready")
+        return Environment("ready", missing, self._built.get(requirements_key(requirements, workspace), ""))
+
     async def _build(self, key: str, venv: Path, requirements: list[str], workspace: str) -> None:
+        async with self._slots:
+            await self._install(key, venv, requirements, workspace)
+
+    async def _install(self, key: str, venv: Path, requirements: list[str], workspace: str) -> None:
+        began = time.monotonic()
         tmp = venv.with_name(f"{key}.building")
         scratch = venv.with_name(f"{key}.pip-tmp")
         for folder in (tmp, scratch):
@@ -141,10 +183,12 @@ class VirtualenvCache:
                                          write=[str(tmp), str(scratch)])
             steps = [self.sandbox.command(argv, policy) for argv in steps]
             env = {**os.environ, "TMPDIR": str(scratch), "HOME": str(scratch), "PIP_NO_CACHE_DIR": "1"}
+        before: set[str] = set()
         try:
             for argv in steps:
                 if argv is steps[1]:
                     write_parent_pth(tmp)  # before pip: it must see what is installed already
+                    before = installed_dists(tmp)  # pip itself (and setuptools)
                 code, output = await _run(argv, env=env)
                 if code != 0:
                     lines = [ln for ln in output.splitlines() if ln.strip() and "WARNING" not in ln]
@@ -153,8 +197,12 @@ class VirtualenvCache:
                     return
             (tmp / READY).write_text(" ".join(requirements) + "\n")
             shutil.rmtree(venv, ignore_errors=True)
+            installed = sorted(installed_dists(tmp) - before)
             tmp.rename(venv)
-            log.info("virtualenv %s ready", key)
+            took = time.monotonic() - began
+            self._built[key] = (f"installed {len(installed)} package{'' if len(installed) == 1 else 's'} "
+                                f"in {took:.1f} s: " + (", ".join(installed) or "nothing"))
+            log.info("virtualenv %s ready: %s", key, self._built[key])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             if tmp.exists() and not (venv / READY).exists():

@@ -13,6 +13,7 @@ from nubis.cli.workdir import IGNORE_FILE, zip_workdir
 from nubis.client.client import Client
 from nubis.errors import BadRequestError
 from nubis.models.jobs import Job
+from nubis.models.requirements import parse_requirements
 from nubis.models.resources import Resources
 from nubis.models.storage import format_bytes
 
@@ -23,6 +24,7 @@ Ref = Annotated[str, typer.Argument(help="the job's name (its latest run) or id"
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
 COLUMNS = ["name", "status", "kind", "workers", "attempt", "model", "reason", "created_at"]
 SHOWN_FILES = 5
+REQUIREMENTS_FILE = "requirements.txt"
 
 
 def upload_code(client: Client, folder: Path) -> str:
@@ -41,6 +43,24 @@ def upload_code(client: Client, folder: Path) -> str:
     path = f".code/{hashlib.sha256(archive.data).hexdigest()[:24]}.zip"
     client.storage.put_bytes(path, archive.data)
     return path
+
+
+def read_requirements(path: Path | None, workdir: Path | None) -> list[str]:
+    """``--requirements FILE``, else the ``requirements.txt`` at the top of the uploaded folder
+    (``workdir``; None when nothing is uploaded); said on stderr."""
+    source = path if path is not None else workdir / REQUIREMENTS_FILE if workdir is not None else None
+    if source is None or (path is None and not source.is_file()):
+        return []
+    try:
+        requirements = parse_requirements(source.read_text(encoding="utf-8"), source=str(source))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"--requirements {source}: cannot read it ({exc})") from None
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+    if requirements:
+        render.line(f"requirements from {source}: {', '.join(requirements)} (what the platform's "
+                    "environment lacks is installed into a virtualenv for the job)", console=render.err)
+    return requirements
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -68,16 +88,20 @@ def submit(
     secret: Annotated[list[str] | None, typer.Option("--secret", help="secret NAME, repeatable")] = None,
     workdir: Annotated[Path, typer.Option(help="folder uploaded as the workers' cwd")] = Path(),
     code: Annotated[bool, typer.Option("--code/--no-code", help="upload --workdir")] = True,
+    requirements: Annotated[Path | None, typer.Option(
+        help="pip requirements file (default: requirements.txt in --workdir); what the platform's "
+             "environment lacks is installed into a virtualenv the workers' python runs in")] = None,
     output: Output = "table",
 ) -> None:
     """Queue a job: nubis job submit --workers 2 -- python train.py --epochs 3"""
     render.check_output(output)
+    wanted = read_requirements(requirements, workdir if code else None)
     with Client() as client:
         code_path = upload_code(client, workdir) if code else None
         job = client.jobs.submit(
             command, name=name, workers=workers, resources=Resources(cpu=cpu, memory=memory, gpu=gpu),
             env=_env(env or []), secrets=secret or [], code=code_path, max_retries=max_retries,
-            timeout_s=timeout, priority=priority,
+            timeout_s=timeout, priority=priority, requirements=wanted,
         )
     if output == "json":
         render.as_json(job.model_dump(mode="json"))

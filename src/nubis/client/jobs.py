@@ -46,15 +46,17 @@ class JobsAPI(ResourceAPI):
         max_retries: int = 0,
         timeout_s: float | None = None,
         priority: int = 0,
+        requirements: Sequence[str] = (),
     ) -> Job:
         """Queue ``command`` on ``workers`` processes started together (torch.distributed env set).
 
         ``code`` is the storage path of a zip of the working directory (``nubis job submit`` makes
-        and uploads it); ``python`` in the command is the platform's interpreter."""
+        and uploads it); ``python`` in the command is the platform's interpreter, or a cached
+        virtualenv over it with the ``requirements`` (pip lines) it lacks."""
         body: dict[str, Any] = {
             "name": name, "command": list(command), "workers": workers, "env": env or {},
             "secrets": secrets or [], "code": code, "max_retries": max_retries, "timeout_s": timeout_s,
-            "priority": priority,
+            "priority": priority, "requirements": list(requirements),
         }
         if resources is not None:
             body["resources"] = _resources(resources)

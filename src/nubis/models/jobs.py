@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nubis.models.deployments import tolerant_enum
 from nubis.models.limits import MAX_TIMEOUT_S, check_command, check_env, check_finite_json, check_spec_size
+from nubis.models.requirements import check_requirements
 from nubis.models.resources import Resources
 from nubis.models.secrets import check_secret_names
 
@@ -90,6 +91,11 @@ class JobSpec(BaseModel):
         default=None, gt=0, le=MAX_TIMEOUT_S, description="wall-clock limit of one attempt"
     )
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher is admitted first")
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="pip requirements (one PEP 508 line each); what the platform's environment lacks is "
+        "installed into a cached virtualenv whose python the workers run",
+    )
 
     @field_validator("command")
     @classmethod
@@ -98,6 +104,11 @@ class JobSpec(BaseModel):
             raise ValueError("the command is empty")
         check_command(command)
         return command
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, requirements: list[str]) -> list[str]:
+        return check_requirements(requirements)
 
     @field_validator("env")
     @classmethod
@@ -168,6 +179,7 @@ class Job(BaseModel):
     reason: str | None = Field(default=None, description="why it is in this status (why pending, why failed)")
     kind: str = Field(default="command", description="command, train, quantize or export")
     command: list[str] = Field(default_factory=list)
+    requirements: list[str] = Field(default_factory=list)
     workers: int = 1
     resources: Resources | None = None
     priority: int = 0

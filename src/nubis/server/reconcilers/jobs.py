@@ -27,6 +27,7 @@ from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus, job_outputs_path
 from nubis.models.storage import format_bytes
 from nubis.server.context import ServerContext
 from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
+from nubis.server.reconcilers.job_environments import JobEnvironments
 from nubis.server.scheduler.admission import (
     AdmissionSnapshot,
     Demand,
@@ -82,6 +83,7 @@ class JobReconciler:
         self.interval_s = interval_s
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._swept_at = 0.0
+        self.environments = JobEnvironments(self.backend)
 
     async def run(self) -> None:
         await self.adopt()
@@ -266,6 +268,7 @@ class JobReconciler:
         now = time.time()
         queued = [j for j in jobs_now if j.status == J.queued.value and not j.cancel_requested
                   and (j.next_start_at is None or j.next_start_at <= now)]
+        queued = await self.environments.ready(session, queued, active={j.id for j in jobs_now})
         if not queued:
             return
         running = [j for j in jobs_now if j.status == J.running.value]
@@ -346,6 +349,7 @@ class JobReconciler:
                 handles.append(await self.backend.start_worker(WorkerSpec(
                     worker_id=f"{job.id}-{attempt}-{rank}", job_id=job.id, workspace=workspace.name,
                     rank=rank, command=tuple(spec.command), resources=spec.resources, code=code,
+                    requirements=tuple(spec.requirements),
                     env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "ROLE_RANK": str(rank)},
                 )))
         except (NoCapacityError, NubisError, OSError) as exc:

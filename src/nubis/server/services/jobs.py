@@ -64,8 +64,8 @@ def to_model(row: JobRow, workers: list[JobWorkerRow]) -> Job:
     spec = JobSpec.model_validate(row.spec)
     return Job(
         id=row.id, name=row.name, status=row.status, reason=row.reason, kind=row.kind,
-        command=spec.command, workers=spec.workers, resources=spec.resources, priority=row.priority,
-        attempt=row.attempt, max_retries=spec.max_retries,
+        command=spec.command, requirements=spec.requirements, workers=spec.workers,
+        resources=spec.resources, priority=row.priority, attempt=row.attempt, max_retries=spec.max_retries,
         worker_status=[
             Worker(rank=w.rank, status=w.status, exit_code=w.exit_code, reason=w.reason)
             for w in sorted(workers, key=lambda w: w.rank) if w.attempt == row.attempt
@@ -175,7 +175,8 @@ async def create(
     session.add(row)
     await session.flush()
     event(session, row.id, "created",
-          f"{spec.workers} worker(s) × {spec.resources.cpu:g} CPU: {' '.join(spec.command)[:400]}")
+          f"{spec.workers} worker(s) × {spec.resources.cpu:g} CPU: {' '.join(spec.command)[:400]}"
+          + (f"; requirements: {', '.join(spec.requirements)[:400]}" if spec.requirements else ""))
     audit.record(session, caller, "job.create", row.name, {"id": row.id, "kind": kind})
     await session.commit()
     return to_model(row, [])
