@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+from nubis.metrics_registry import TEXT_FORMAT, new_registry
+
+CONTENT_TYPE = TEXT_FORMAT
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -35,7 +36,7 @@ class DeploymentMetrics:
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = new_registry()
         labels = ("workspace", "deployment")
         self.requests = Counter(
             "nubis_gateway_requests", "Requests answered, by deployment and HTTP status",

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
+
+from nubis.metrics_registry import TEXT_FORMAT, new_registry
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = TEXT_FORMAT
 
 
 class PhotonMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = new_registry()
         self.requests = Counter(
             "nubis_photon_requests_total",
             "Requests served, by handler and HTTP status",

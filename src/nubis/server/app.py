@@ -31,9 +31,20 @@ from nubis.server.body_limit import BodySizeLimit
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.gateway_process import start_gateway, stop_gateway
+from nubis.server.metrics import RequestMetrics
 from nubis.server.reconcilers.deployments import DeploymentReconciler
 from nubis.server.reconcilers.jobs import JobReconciler
-from nubis.server.routers import auth, deployments, jobs, models, photons, secrets, storage, workspaces
+from nubis.server.routers import (
+    auth,
+    deployments,
+    jobs,
+    metrics,
+    models,
+    photons,
+    secrets,
+    storage,
+    workspaces,
+)
 from nubis.server.security import SecretBox, load_or_create_master_key
 from nubis.server.services import tokens
 from nubis.server.services.gateway import LoadBook
@@ -117,7 +128,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
-               deployments.router, jobs.router, models.router)
+               deployments.router, jobs.router, models.router, metrics.router)
     for router in routers:
         app.include_router(router)
 
@@ -127,6 +138,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body=MAX_JSON_BODY, streamed=STREAMED_UPLOADS)
+    app.add_middleware(RequestMetrics, metrics=ctx.metrics)  # outermost: 413s are counted too
     return app
 
 

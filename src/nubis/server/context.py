@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nubis.backends.base import Backend
 from nubis.server.db import Database
+from nubis.server.metrics import ServerMetrics
 from nubis.server.security import SecretBox
 from nubis.server.services.gateway import LoadBook
 from nubis.server.settings import ServerSettings
@@ -25,3 +26,5 @@ class ServerContext:
     only then may a second workspace or a non-admin token exist."""
     isolation: str = ""
     """The line ``nubis up`` prints about workload isolation."""
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    """This app's Prometheus metrics (a registry of its own), served at ``/metrics``."""

@@ -57,7 +57,8 @@ class DeploymentReconciler:
         await self.adopt()
         while True:
             try:
-                await self.reconcile_once()
+                with self.ctx.metrics.reconciler_round("deployments"):
+                    await self.reconcile_once()
             except Exception:
                 log.exception("deployment reconciler round failed; retrying")
             await asyncio.sleep(self.interval_s)
