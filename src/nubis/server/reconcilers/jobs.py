@@ -89,7 +89,8 @@ class JobReconciler:
         await self.adopt()
         while True:
             try:
-                await self.reconcile_once()
+                with self.ctx.metrics.reconciler_round("jobs"):
+                    await self.reconcile_once()
                 if time.time() - self._swept_at > SWEEP_EVERY_S:
                     self._swept_at = time.time()
                     await asyncio.to_thread(self.backend.sweep_jobs, now=self._swept_at)
