@@ -235,6 +235,9 @@ CASES = [
          setup=_model, json={"name": "m-{n}", "autoscaling": {"min_replicas": 0}}),
     Case("GET", "/api/v1/deployments/{name}/logs/follow", Permission.read, 200, object=True,
          setup=_deployment, params={"seconds": "0.2"}),
+    # every workspace sees every node's capacity (only its own workloads on them)
+    Case("GET", "/api/v1/nodes", Permission.read, 200),
+    Case("GET", "/api/v1/nodes/{ref}", Permission.read, 200, setup=lambda p: _fixed({"ref": "local"})),
     Case("GET", "/api/v1/gateway/routes", None, 200),
     Case("POST", "/api/v1/gateway/load", None, 204,
          json={"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1, "deployments": []}),

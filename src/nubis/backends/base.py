@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from nubis.backends.artifacts import Artifact
+from nubis.backends.nodes import LOCAL_NODE, Amounts, NodeInfo
 from nubis.models.resources import Resources
 
 
@@ -34,6 +36,10 @@ class ReplicaSpec:
     env: dict[str, str] = field(default_factory=dict, repr=False)
     """Already includes decrypted secrets: never log the values (hence ``repr=False``)."""
     resources: Resources = field(default_factory=Resources)
+    artifact: Artifact | None = None
+    """Where the bundle lies in storage, for backends whose nodes fetch it themselves."""
+    node: str | None = None
+    """The node placement chose (``NodeInfo.id``); None: the backend's only node."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,12 @@ class ReplicaHandle:
     endpoint: str | None
     """Base URL of the replica's photon server (``http://host:port``), None while unknown."""
     ref: dict[str, str] = field(default_factory=dict)
+    node: str | None = None
+    """The node it runs on (``NodeInfo.id``), when the backend has several."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"replica_id": self.replica_id, "backend": self.backend,
-                "endpoint": self.endpoint, "ref": dict(self.ref)}
+                "endpoint": self.endpoint, "ref": dict(self.ref), "node": self.node}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReplicaHandle:
@@ -92,6 +100,7 @@ class ReplicaHandle:
             backend=str(data["backend"]),
             endpoint=data.get("endpoint"),
             ref={str(k): str(v) for k, v in (data.get("ref") or {}).items()},
+            node=data.get("node"),
         )
 
 
@@ -105,6 +114,8 @@ class ReplicaProbe:
     """Set when the backend saw the exit (negative: killed by that signal); None if unknown."""
     last_error_lines: list[str] = field(default_factory=list)
     """The end of the replica's output once it has exited (why it died)."""
+    node_lost: str | None = None
+    """Set when it is gone because its node died: the engine's reason."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,13 @@ class Backend(ABC):
     @abstractmethod
     def free(self) -> Capacity:
         """What is not allocated to replicas now."""
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node, alive or dead: by default one node, this machine (``capacity``/``free``)."""
+        total, free = self.capacity(), self.free()
+        return [NodeInfo(id=LOCAL_NODE, address="127.0.0.1", alive=True,
+                         total=Amounts(total.cpu, total.memory, len(total.gpus)),
+                         free=Amounts(free.cpu, free.memory, len(free.gpus)))]
 
 
 class LogsCapability(ABC):

@@ -7,7 +7,19 @@ import sys
 import typer
 
 from nubis._version import __version__
-from nubis.cli import deployments, jobs, models, photon, render, secrets, storage, tokens, up, workspaces
+from nubis.cli import (
+    deployments,
+    jobs,
+    models,
+    nodes,
+    photon,
+    render,
+    secrets,
+    storage,
+    tokens,
+    up,
+    workspaces,
+)
 from nubis.errors import NubisError
 
 app = typer.Typer(help="nubis: a self-hostable AI cloud.", no_args_is_help=True,
@@ -25,6 +37,7 @@ app.add_typer(workspaces.app, name="workspace")
 app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")
 app.add_typer(storage.app, name="storage")
+app.add_typer(nodes.app, name="node")
 app.command("audit")(tokens.audit)
 
 

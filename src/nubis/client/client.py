@@ -7,6 +7,7 @@ from nubis.client.config import resolve
 from nubis.client.deployments import DeploymentsAPI
 from nubis.client.jobs import JobsAPI
 from nubis.client.models import ModelsAPI
+from nubis.client.nodes import NodesAPI
 from nubis.client.photons import PhotonsAPI
 from nubis.client.secrets import SecretsAPI
 from nubis.client.storage import StorageAPI
@@ -37,6 +38,7 @@ class Client:
         self.deployments = DeploymentsAPI(self._transport)
         self.jobs = JobsAPI(self._transport)
         self.models = ModelsAPI(self._transport)
+        self.nodes = NodesAPI(self._transport)
 
     @property
     def url(self) -> str:

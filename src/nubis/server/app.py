@@ -34,12 +34,14 @@ from nubis.server.gateway_process import start_gateway, stop_gateway
 from nubis.server.metrics import RequestMetrics
 from nubis.server.reconcilers.deployments import DeploymentReconciler
 from nubis.server.reconcilers.jobs import JobReconciler
+from nubis.server.reconcilers.nodes import NodeWatcher
 from nubis.server.routers import (
     auth,
     deployments,
     jobs,
     metrics,
     models,
+    nodes,
     photons,
     secrets,
     storage,
@@ -106,6 +108,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         job_reconciler = JobReconciler(ctx)
         task = asyncio.create_task(reconciler.run(), name="deployments")
         job_task = asyncio.create_task(job_reconciler.run(), name="jobs")
+        node_task = asyncio.create_task(NodeWatcher(ctx).run(), name="nodes")
         gateway = None
         if ctx.settings.start_gateway:
             token = ctx.settings.admin_token_file.read_text().strip()
@@ -115,7 +118,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         finally:
             if gateway is not None:
                 await asyncio.to_thread(stop_gateway, gateway, ctx.settings)
-            for running in (task, job_task):
+            for running in (task, job_task, node_task):
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
@@ -128,7 +131,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
-               deployments.router, jobs.router, models.router, metrics.router)
+               deployments.router, jobs.router, models.router, nodes.router, metrics.router)
     for router in routers:
         app.include_router(router)
 

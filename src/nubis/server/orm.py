@@ -249,6 +249,18 @@ class JobEventRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class NodeEventRow(Base):
+    """What the control plane saw happen to a node (joined, lost with the engine's reason)."""
+
+    __tablename__ = "node_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(2048))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ModelVersionRow(Base):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("workspace_id", "name", "version"),)
