@@ -34,6 +34,8 @@ def why_waiting(cpu: float, *, quota: float | None = None, used: float = 0) -> s
         ("waiting for admission", "new"),
         ("preempted by a job of higher priority; it resumes from its checkpoint", "preempted"),
         ("the platform stopped; it resumes at the next start", "platform_stopped"),
+        ("building a virtualenv for rich (missing from the platform's environment; 3 s so far)",
+         "environment"),
         ("something new the reconciler says", "other"),
         (None, "other"),
     ],

@@ -23,7 +23,7 @@ QUEUE_REASONS = (
     ("can never fit", "never_fits"),
     ("preempted", "preempted"),
     ("the platform stopped", "platform_stopped"),
-    ("installing", "environment"),
+    ("building a virtualenv", "environment"),
 )
 RETRY = "retry"
 CANCELLING = "cancelling"
