@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +26,14 @@ class PlatformProcess:
     @property
     def admin_token(self) -> str:
         return (self.home / "admin.token").read_text().strip()
+
+    def cli(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`nubis ARGS` as a user runs it here: found through NUBIS_HOME, no token or URL in the env."""
+        clean = {k: v for k, v in {**self.env, **(env or {})}.items()
+                 if k not in ("NUBIS_TOKEN", "NUBIS_URL", "NUBIS_WORKSPACE")}
+        return subprocess.run([sys.executable, "-m", "nubis.cli.main", *args], capture_output=True,
+                              text=True, env=clean, cwd=cwd, timeout=timeout)
 
 
 @contextlib.contextmanager

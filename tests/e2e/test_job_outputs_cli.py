@@ -4,8 +4,6 @@ then list and download what the job left in NUBIS_OUTPUT_DIR — a real `nubis u
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,22 +32,15 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProce
         yield running
 
 
-def nubis_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in env.items() if k not in ("NUBIS_TOKEN", "NUBIS_URL", "NUBIS_WORKSPACE")}
-    return subprocess.run([sys.executable, "-m", "nubis.cli.main", *args], capture_output=True, text=True,
-                          env=clean, cwd=cwd, timeout=120)
-
-
 def test_submit_honours_nubisignore_and_outputs_come_back(platform: PlatformProcess, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "train.py").write_text(TRAIN)
     (work / "snapshot.pt").write_bytes(b"stale" * 1000)  # what an earlier local run left
     (work / ".nubisignore").write_text("*.pt\n")
-    env = platform.env
 
-    submitted = nubis_cli("job", "submit", "--name", "keeper", "--cpu", "0.5", "--memory", "128Mi",
-                          "--output", "json", "--", "python", "train.py", env=env, cwd=work)
+    submitted = platform.cli("job", "submit", "--name", "keeper", "--cpu", "0.5", "--memory", "128Mi",
+                             "--output", "json", "--", "python", "train.py", cwd=work)
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout)  # stdout stays JSON: the upload summary goes to stderr
     assert "uploading 2 file(s)" in submitted.stderr and "1 left out by .nubisignore" in submitted.stderr
@@ -60,15 +51,15 @@ def test_submit_honours_nubisignore_and_outputs_come_back(platform: PlatformProc
     assert done.status == "succeeded", (done.reason, done)
     assert done.outputs == f".jobs/{job['id']}/outputs"
 
-    table = nubis_cli("job", "outputs", "keeper", env={**env, "COLUMNS": "200"}, cwd=work)
+    table = platform.cli("job", "outputs", "keeper", env={"COLUMNS": "200"}, cwd=work)
     assert table.returncode == 0, table.stderr
     assert f"in storage under {done.outputs}/" in table.stdout
     assert "lightning_logs/version_0/metrics.csv" in table.stdout and "2.0 KiB" in table.stdout
-    listed = json.loads(nubis_cli("job", "outputs", "keeper", "-o", "json", env=env, cwd=work).stdout)
+    listed = json.loads(platform.cli("job", "outputs", "keeper", "-o", "json", cwd=work).stdout)
     assert {o["path"]: o["size"] for o in listed} == {
         f"{done.outputs}/lightning_logs/version_0/metrics.csv": 17, f"{done.outputs}/snapshot.pt": 2048}
 
-    fetched = nubis_cli("job", "outputs", "keeper", "--get", str(tmp_path / "got"), env=env, cwd=work)
+    fetched = platform.cli("job", "outputs", "keeper", "--get", str(tmp_path / "got"), cwd=work)
     assert fetched.returncode == 0, fetched.stderr
     assert "downloaded 2 file(s)" in fetched.stderr
     assert (tmp_path / "got" / "snapshot.pt").read_bytes() == b"w" * 2048
