@@ -13,7 +13,9 @@ adds a few milliseconds, not nubis's import time, to every start. In order it:
 4. ``execvp``'s the command, which inherits all of it (and cannot undo it).
 
 The policy is options before ``--``: ``--ro PATH`` and ``--rw PATH`` (repeated), ``--uid N``,
-``--gid N``, ``--scope signal|abstract_unix_socket`` (repeated), ``--abi-min N``. Parsed by hand,
+``--gid N``, ``--scope signal|abstract_unix_socket`` (repeated), ``--abi-min N``, ``--pdeathsig N``
+(after the uid change, which clears it: the workload gets signal N when the process that started it
+ends, and the launcher exits at once if that one is already gone). Parsed by hand,
 not with json or argparse, whose imports would cost more than the rest of the launcher. Any failure
 exits 126 with one line on stderr and runs nothing: a workload never starts unsandboxed by accident.
 """
@@ -25,7 +27,7 @@ import sys
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446  # the same on x86_64 and arm64
 CREATE_RULESET_VERSION = 1
 RULE_PATH_BENEATH = 1
-PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
 CAPABILITY_VERSION_3 = 0x20080522
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -125,7 +127,8 @@ def restrict(ro: list[str], rw: list[str], scope: list[str], abi_min: int) -> in
 
 def parse(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     """``--name VALUE`` pairs up to ``--``, then the command."""
-    policy: dict[str, list[str]] = {"ro": [], "rw": [], "uid": [], "gid": [], "scope": [], "abi-min": []}
+    policy: dict[str, list[str]] = {"ro": [], "rw": [], "uid": [], "gid": [], "scope": [], "abi-min": [],
+                                     "pdeathsig": []}
     i = 0
     while i < len(args) and args[i] != "--":
         name = args[i].removeprefix("--")
@@ -139,11 +142,17 @@ def parse(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
 
 
 def main() -> int:
+    parent = os.getppid()
     try:
         policy, argv = parse(sys.argv[1:])
         uid = int(policy["uid"][-1]) if policy["uid"] else None
         gid = int(policy["gid"][-1]) if policy["gid"] else uid
         drop_privileges(uid, gid)
+        if policy["pdeathsig"]:
+            signum = int(policy["pdeathsig"][-1])
+            _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+            if os.getppid() != parent:
+                raise SandboxError("the process that started it has ended")
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
         abi_min = int(policy["abi-min"][-1]) if policy["abi-min"] else 1
         restrict(policy["ro"], policy["rw"], policy["scope"], abi_min)
