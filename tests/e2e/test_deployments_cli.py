@@ -207,19 +207,66 @@ def test_rolling_update_without_failed_requests(platform: PlatformProcess, tmp_p
     assert {"hi", "hi!"} <= set(caller.answers)
 
 
-def test_bad_update_rolls_back(platform: PlatformProcess, client: nubis.Client, tmp_path: Path) -> None:
+class Follower(threading.Thread):
+    """`nubis deployment logs NAME -f` in the background, keeping every line it prints."""
+
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        super().__init__(daemon=True)
+        clean = {k: v for k, v in env.items() if k != "NUBIS_TOKEN"}
+        argv = [sys.executable, "-m", "nubis.cli.main", "deployment", "logs", name, "-f"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=clean, cwd=ROOT)  # one pipe, always read: no unread one to fill
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def of_replicas(self, other_than: set[str]) -> dict[str, list[str]]:
+        """The lines of each replica not in ``other_than`` (8-character ids), in order."""
+        found: dict[str, list[str]] = {}
+        for line in list(self.lines):
+            prefix, _, rest = line.partition("] ")
+            if prefix.startswith("[") and prefix[1:] not in other_than:
+                found.setdefault(prefix[1:], []).append(rest)
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.join(timeout=10)
+
+
+def test_bad_update_rolls_back_and_logs_f_shows_the_crash(
+    platform: PlatformProcess, client: nubis.Client, tmp_path: Path
+) -> None:
     env = platform.env
     folder = echo_source(tmp_path, lambda s: s.replace(HANDLER, BAD_INIT + HANDLER, 1))
     assert "pushed echo:3" in ok(nubis_cli("photon", "push", str(folder), env=env))
-    ok(nubis_cli("deployment", "update", "echo", "--photon", "echo:3", env=env))
+    serving = {r["id"][:8] for r in get_json(platform)["replicas"]}
+    follower = Follower(env, "echo")
+    follower.start()
+    try:
+        until(lambda: follower.lines, 30, "the serving replicas' lines while following")
+        ok(nubis_cli("deployment", "update", "echo", "--photon", "echo:3", env=env))
 
-    def rolled_back() -> list[Any]:
-        return [e for e in client.deployments.events("echo") if e.kind == "rollback"]
+        def rolled_back() -> list[Any]:
+            return [e for e in client.deployments.events("echo") if e.kind == "rollback"]
 
-    [rollback] = until(rolled_back, 90, "a rollback event")
+        [rollback] = until(rolled_back, 90, "a rollback event")
+        [(replica, _)] = until(lambda: follower.of_replicas(serving).items(), 30, "the new replica's lines")
+        [log] = (platform.home / "backend" / "logs").glob(f"{replica}*.log")
+        # each of its runs (it crashed 3 times before the rollback) from its first line
+        until(lambda: follower.of_replicas(serving)[replica] == log.read_text().splitlines(), 30,
+              "every line the new replica wrote")
+    finally:
+        follower.stop()
     assert "rolled back from echo:3" in rollback.message
     assert "exited with code 1" in rollback.message
     assert "RuntimeError: init exploded on purpose" in rollback.message
+    runs = [line for line in follower.of_replicas(serving)[replica] if "init exploded on purpose" in line]
+    assert len(runs) >= 2, follower.lines
     assert get_json(platform)["photon"] == "echo:2"
     with client.deployments.endpoint("echo") as echo:
         assert echo.echo(text="still") == {"text": "still!"}

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -147,6 +148,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
                                      write=[str(work)])
         argv = [python, "-m", "nubis.photon.serve", bundle, "--host", "127.0.0.1", "--port", str(port)]
         with log_path.open("ab") as out:
+            log_offset = out.tell()  # where this run's output starts (a restart appends)
             process = await asyncio.create_subprocess_exec(
                 *self.sandbox.command(argv, policy),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -161,6 +163,7 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
                 "start_time": process_start_time(process.pid) or "",
                 "port": str(port),
                 "log": str(log_path),
+                "log_offset": str(log_offset),
                 "bundle": bundle,
                 "millicpu": str(allocation.millicpu),
                 "memory": str(allocation.memory),
@@ -277,14 +280,17 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
     def read_logs(self, handle: ReplicaHandle, *, tail: int = 100) -> list[str]:
         return tail_lines(self.log_path(handle.replica_id), tail)
 
-    async def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0) -> AsyncIterator[str]:
+    async def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0,
+                          from_start: bool = False) -> AsyncIterator[str]:
         path = self.log_path(handle.replica_id)
         with contextlib.suppress(FileNotFoundError), path.open("rb") as fh:
-            # the tail and what follows come from one open file: no line is lost in between
-            end = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, end - 64 * 1024 * (tail // 100 + 1)) if tail > 0 else end)
-            *lines, pending = fh.read(end - fh.tell()).split(b"\n") if tail > 0 else [b""]
-            for line in lines[-tail:] if tail > 0 else []:
+            # the first lines and what follows come from one open file: no line is lost in between
+            if from_start:  # this run's output: a restarted replica appends to the same file
+                fh.seek(int(handle.ref.get("log_offset") or 0))
+                lines, pending = [], b""
+            else:
+                lines, pending = _last_lines(fh, tail)
+            for line in lines:
                 yield line.decode(errors="replace")
             while True:
                 chunk = fh.read(64 * 1024)
@@ -304,6 +310,17 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
 
     def gpus_of(self, handle: ReplicaHandle) -> tuple[int, ...]:
         return tuple(int(g) for g in handle.ref.get("gpus", "").split(",") if g)
+
+
+def _last_lines(fh: BinaryIO, tail: int) -> tuple[list[bytes], bytes]:
+    """The last ``tail`` complete lines of an open log and the unfinished one after them; leaves
+    the file at its end."""
+    end = fh.seek(0, os.SEEK_END)
+    if tail <= 0:
+        return [], b""
+    fh.seek(max(0, end - 64 * 1024 * (tail // 100 + 1)))
+    *lines, pending = fh.read(end - fh.tell()).split(b"\n")
+    return lines[-tail:], pending
 
 
 def check_bundle(spec: ReplicaSpec) -> list[str]:

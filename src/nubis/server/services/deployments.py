@@ -4,6 +4,7 @@ in ``server/reconcilers/deployments.py`` makes it so."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -298,17 +299,19 @@ async def logs(
 
 async def follow_logs(ctx: ServerContext, deployment_id: str, *, tail: int, seconds: float | None,
                       poll_s: float = 1.0) -> AsyncIterator[str]:
-    """Every replica's output as it is written, each line prefixed by its replica id; replicas
-    that start later join in. Ends after ``seconds``, when the deployment is deleted, or when
-    the client goes away. Opens its own sessions: it outlives the request's."""
+    """Every replica's output as it is written, each line prefixed by its replica id. The replicas
+    there at the start show their last ``tail`` lines; a replica started later (a new one, or a
+    crashed one started again) shows that run from its first line, even when it has already
+    exited. Ends after ``seconds``, when the deployment is deleted, or when the client goes away.
+    Opens its own sessions: it outlives the request's."""
     if not isinstance(ctx.backend, LogsCapability):
         return
     backend = ctx.backend
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
-    readers: dict[str, asyncio.Task[None]] = {}
+    readers: dict[str, asyncio.Task[None] | None] = {}  # by run: replica id and handle
 
-    async def read(replica_id: str, handle: ReplicaHandle, lines: int) -> None:
-        async for line in backend.follow_logs(handle, tail=lines):
+    async def read(replica_id: str, handle: ReplicaHandle, *, lines: int, from_start: bool) -> None:
+        async for line in backend.follow_logs(handle, tail=lines, from_start=from_start):
             await queue.put(f"[{replica_id[:8]}] {line}")
 
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -317,15 +320,20 @@ async def follow_logs(ctx: ServerContext, deployment_id: str, *, tail: int, seco
         while deadline is None or time.monotonic() < deadline:
             async with ctx.db.sessions() as session:
                 dep = await session.get(DeploymentRow, deployment_id)
-                if dep is None or dep.deleting:
-                    return
                 replicas = (await session.scalars(select(ReplicaRow).where(
-                    ReplicaRow.deployment_id == deployment_id, ReplicaRow.handle.is_not(None),
-                    ReplicaRow.status.not_in(LIVE)))).all()
+                    ReplicaRow.deployment_id == deployment_id, ReplicaRow.handle.is_not(None)))).all()
+            if dep is None or dep.deleting:
+                while not queue.empty():
+                    yield queue.get_nowait()
+                return
             for replica in replicas:
-                if replica.id not in readers:
-                    handle = ReplicaHandle.from_dict(replica.handle or {})
-                    readers[replica.id] = asyncio.create_task(read(replica.id, handle, tail if first else 0))
+                run = _run_of(replica)
+                if run in readers:
+                    continue
+                handle = ReplicaHandle.from_dict(replica.handle or {})
+                gone = first and replica.status in LIVE  # stopped before we came: not followed
+                readers[run] = None if gone else asyncio.create_task(
+                    read(replica.id, handle, lines=tail if first else 0, from_start=not first))
             first = False
             wait = poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
             try:
@@ -336,4 +344,10 @@ async def follow_logs(ctx: ServerContext, deployment_id: str, *, tail: int, seco
                 continue
     finally:
         for task in readers.values():
-            task.cancel()
+            if task is not None:
+                task.cancel()
+
+
+def _run_of(replica: ReplicaRow) -> str:
+    """One run of a replica's process: a crashed replica started again gets a new handle."""
+    return json.dumps([replica.id, replica.handle], sort_keys=True)
