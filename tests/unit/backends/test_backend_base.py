@@ -51,7 +51,8 @@ class LogsOnly(BareBackend, LogsCapability):
     def read_logs(self, handle: ReplicaHandle, *, tail: int = 100) -> list[str]:
         return []
 
-    async def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0) -> AsyncIterator[str]:
+    async def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0,
+                          from_start: bool = False) -> AsyncIterator[str]:
         for line in ():
             yield line
 
