@@ -31,7 +31,8 @@ class ReplicaSpec:
     replica_id: str
     deployment: str
     workspace: str
-    bundle: Path
+    bundle: Path | None
+    """A local copy of the bundle (backends without ``NodeFetchCapability``), else None."""
     content_hash: str
     env: dict[str, str] = field(default_factory=dict, repr=False)
     """Already includes decrypted secrets: never log the values (hence ``repr=False``)."""
@@ -116,6 +117,8 @@ class ReplicaProbe:
     """The end of the replica's output once it has exited (why it died)."""
     node_lost: str | None = None
     """Set when it is gone because its node died: the engine's reason."""
+    endpoint: str | None = None
+    """Its endpoint, when the backend learnt it after the start (``ReplicaHandle.endpoint`` None)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,11 @@ class Backend(ABC):
                          free=Amounts(free.cpu, free.memory, len(free.gpus)))]
 
 
+class NodeFetchCapability(ABC):  # noqa: B024 (a marker: no method of its own)
+    """The backend's nodes fetch what they run themselves (``ReplicaSpec.artifact``, hash-checked);
+    without it the control plane fetches the bundle and passes a local ``ReplicaSpec.bundle``."""
+
+
 class LogsCapability(ABC):
     """The backend can show a replica's output."""
 
@@ -183,9 +191,11 @@ class LogsCapability(ABC):
         """The last ``tail`` lines, without line endings."""
 
     @abstractmethod
-    def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0) -> AsyncIterator[str]:
+    def follow_logs(self, handle: ReplicaHandle, *, tail: int = 0,
+                    from_start: bool = False) -> AsyncIterator[str]:
         """The last ``tail`` lines, then new lines as they are written; ends once the replica
-        has exited and its output is drained."""
+        has exited and its output is drained. ``from_start``: instead of the last lines, this run's
+        output from its first line (a replica started again writes on after its earlier runs)."""
 
 
 class JobsCapability(ABC):

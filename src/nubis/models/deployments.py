@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from nubis.models.limits import MAX_REPLICAS, check_env, check_spec_size
-from nubis.models.resources import Resources
+from nubis.models.resources import NodeSelector, Resources
 from nubis.models.secrets import SECRET_NAME_RULE, check_secret_names, is_valid_secret_name
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
@@ -125,6 +125,8 @@ class DeploymentSpec(BaseModel):
     )
     access: Literal["private", "public"] = "private"
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="node labels every replica's node must have (key → value)")
 
     @field_validator("env")
     @classmethod

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from nubis.models.deployments import tolerant_enum
 from nubis.models.limits import MAX_TIMEOUT_S, check_command, check_env, check_finite_json, check_spec_size
 from nubis.models.requirements import check_requirements
-from nubis.models.resources import Resources
+from nubis.models.resources import NodeSelector, Resources
 from nubis.models.secrets import check_secret_names
 
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,62}$"
@@ -96,6 +96,9 @@ class JobSpec(BaseModel):
         description="pip requirements (one PEP 508 line each); what the platform's environment lacks is "
         "installed into a cached virtualenv whose python the workers run",
     )
+    spread: bool = Field(default=False, description="one worker per node (Ray's STRICT_SPREAD); else packed")
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="node labels every worker's node must have (key → value)")
 
     @field_validator("command")
     @classmethod

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 _UNITS = {
     "": 1,
@@ -59,3 +60,37 @@ class Resources(BaseModel):
         if isinstance(value, int | float | str):
             return parse_bytes(value)
         raise ValueError("memory must be bytes or a string such as '2Gi'")
+
+
+MAX_SELECTOR_LABELS = 16
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_NAME})?$")
+LABEL_RULE = ("labels are key=value with Kubernetes' syntax: a key such as 'nubis.io/pool' or 'zone', "
+              "a value of at most 63 letters, digits, '-', '_' or '.'")
+
+
+def check_node_selector(selector: dict[str, str]) -> dict[str, str]:
+    """Node labels a workload must land on (``--node-label nubis.io/pool=a100``)."""
+    if len(selector) > MAX_SELECTOR_LABELS:
+        raise ValueError(f"at most {MAX_SELECTOR_LABELS} node labels, got {len(selector)}")
+    bad = sorted(f"{k}={v}" for k, v in selector.items()
+                 if not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v))
+    if bad:
+        raise ValueError(f"node labels {bad!r} are not valid: {LABEL_RULE}")
+    return selector
+
+
+def parse_node_labels(pairs: list[str]) -> dict[str, str]:
+    """``["nubis.io/pool=a100"]`` → ``{"nubis.io/pool": "a100"}`` (the CLI's ``--node-label``)."""
+    selector: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--node-label {pair!r}: use key=value, e.g. nubis.io/pool=a100")
+        selector[key.strip()] = value.strip()
+    return check_node_selector(selector)
+
+
+NodeSelector = Annotated[dict[str, str], AfterValidator(check_node_selector)]
+"""Node labels every replica's or worker's node must have (key → value)."""

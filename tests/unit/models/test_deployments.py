@@ -34,7 +34,17 @@ def test_spec_defaults() -> None:
             "scale_down_delay_s": 30.0,
             "scale_to_zero_after_s": 300.0,
         },
+        "node_selector": {},
     }
+
+
+def test_node_selectors_are_checked() -> None:
+    spec = DeploymentSpec(name="echo", photon="echo", node_selector={"nubis.io/pool": "a100"})
+    assert spec.node_selector == {"nubis.io/pool": "a100"}
+    with pytest.raises(pydantic.ValidationError, match="not valid: labels are key=value"):
+        DeploymentSpec(name="echo", photon="echo", node_selector={"bad key": "x"})
+    with pytest.raises(pydantic.ValidationError, match="at most 16 node labels"):
+        DeploymentSpec(name="echo", photon="echo", node_selector={f"k{i}": "v" for i in range(17)})
 
 
 def test_spec_round_trips_through_json() -> None:

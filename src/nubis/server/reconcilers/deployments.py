@@ -12,21 +12,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.backends.base import ReplicaHandle, ReplicaProbe, ReplicaSpec
-from nubis.errors import BundleError, EnvironmentPendingError, NoCapacityError, NubisError
+from nubis.backends.base import ReplicaHandle, ReplicaProbe
+from nubis.errors import EnvironmentPendingError, NoCapacityError, NubisError
 from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus, split_photon_ref
-from nubis.models.photons import PhotonManifest
-from nubis.photon.bundle import verified_hash
 from nubis.server.context import ServerContext
-from nubis.server.orm import DeploymentRow, PhotonRow, ReplicaRow, WorkspaceRow, utcnow
+from nubis.server.orm import DeploymentRow, ReplicaRow, WorkspaceRow, utcnow
+from nubis.server.reconcilers.replica_starts import ReplicaStarts, StartResult
 from nubis.server.scheduler.autoscaling import AutoscalingContext, decide_replicas
 from nubis.server.scheduler.replicas import deployment_status, is_crash_loop, restart_backoff
-from nubis.server.services import photons, secrets
 from nubis.server.services.deployments import event
 from nubis.server.services.replicas import switch_replica_status
 
@@ -35,6 +32,7 @@ log = logging.getLogger("nubis.reconciler")
 R = ReplicaStatus
 HAS_PROCESS = (R.starting, R.ready, R.draining)
 CURRENT = (R.pending, R.starting, R.ready, R.failed, R.crash_loop)
+STARTABLE = (R.pending, R.failed, R.crash_loop)
 ROLLBACK_CRASHES = 3
 STOP_GRACE_S = 30.0
 DRAIN_S = 1.0  # well past the gateway's routing-table poll interval (0.25 s under `nubis up`)
@@ -52,6 +50,7 @@ class DeploymentReconciler:
         self.ctx = ctx
         self.interval_s = interval_s
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self.starts = ReplicaStarts(ctx)
 
     async def run(self) -> None:
         await self.adopt()
@@ -111,20 +110,26 @@ class DeploymentReconciler:
                 strict=True,
             )
         )
+        self.starts.begin_round(await asyncio.to_thread(self.ctx.backend.nodes))
         for snap in snapshots:
-            async with self.ctx.db.sessions() as session:
-                deployment = await session.get(DeploymentRow, snap.deployment.id)
-                if deployment is None:
-                    continue
-                replicas = (
-                    await session.scalars(
-                        select(ReplicaRow)
-                        .where(ReplicaRow.deployment_id == deployment.id)
-                        .order_by(ReplicaRow.created_at)
-                    )
-                ).all()
-                await self._reconcile(session, deployment, snap.workspace, list(replicas), probes, now)
-                await session.commit()
+            try:
+                await self._reconcile_one(snap, probes, now)
+            except Exception:  # one bad deployment never stalls the others
+                log.exception("reconciling deployment %s/%s failed; retrying next round",
+                              snap.workspace, snap.deployment.name)
+        await self._apply_starts(await self.starts.launch_all())
+
+    async def _reconcile_one(self, snap: Snapshot, probes: dict[str, ReplicaProbe | BaseException],
+                             now: float) -> None:
+        async with self.ctx.db.sessions() as session:
+            deployment = await session.get(DeploymentRow, snap.deployment.id)
+            if deployment is None:
+                return
+            replicas = (await session.scalars(
+                select(ReplicaRow).where(ReplicaRow.deployment_id == deployment.id)
+                .order_by(ReplicaRow.created_at))).all()
+            await self._reconcile(session, deployment, snap.workspace, list(replicas), probes, now)
+            await session.commit()
 
     async def _snapshot(self) -> list[Snapshot]:
         async with self.ctx.db.sessions() as session:
@@ -173,6 +178,13 @@ class DeploymentReconciler:
 
     def _observe(self, session: AsyncSession, replica: ReplicaRow, probe: ReplicaProbe, now: float) -> None:
         status = R(replica.status)
+        if probe.endpoint and probe.endpoint != replica.endpoint:  # learnt after the start
+            replica.endpoint = probe.endpoint
+            replica.handle = {**(replica.handle or {}), "endpoint": probe.endpoint}
+        if not probe.alive and probe.node_lost:  # not its fault: replaced elsewhere at once
+            replica.next_start_at = now
+            switch_replica_status(session, replica, R.failed, f"its node was lost: {probe.node_lost}")
+            return
         if not probe.alive:
             tail = " | ".join(_error_lines(probe.last_error_lines)[-5:])
             reason = f"exited with code {probe.exit_code}" + (f": {tail}" if tail else "")
@@ -266,11 +278,15 @@ class DeploymentReconciler:
         spec: DeploymentSpec,
         replica: ReplicaRow,
     ) -> None:
+        """Place it now; it is launched once this round's sessions are closed (``_apply_starts``)."""
         await session.flush()
         try:
-            replica_spec = await self._replica_spec(session, dep, workspace, spec, replica)
-            handle = await self.ctx.backend.start_replica(replica_spec)
-        except NoCapacityError as exc:
+            await self.starts.plan(session, dep, workspace, spec, replica)
+        except (NubisError, OSError) as exc:
+            self._start_failed(session, replica, exc)
+
+    def _start_failed(self, session: AsyncSession, replica: ReplicaRow, exc: NubisError | OSError) -> None:
+        if isinstance(exc, NoCapacityError):
             replica.next_start_at = time.time() + 2
             why = exc.message
             if not isinstance(exc, EnvironmentPendingError):
@@ -278,67 +294,35 @@ class DeploymentReconciler:
             if R(replica.status) is not R.pending or replica.reason != why:
                 switch_replica_status(session, replica, R.pending, why)
             return
-        except (NubisError, OSError) as exc:
-            message = exc.message if isinstance(exc, NubisError) else str(exc)
-            replica.crashes += 1
-            replica.next_start_at = time.time() + restart_backoff(replica.crashes)
-            if R(replica.status) is R.pending:
-                switch_replica_status(session, replica, R.starting, "launching")
-            switch_replica_status(session, replica, R.failed, f"could not start: {message}")
-            return
-        replica.handle = handle.to_dict()
-        replica.endpoint = handle.endpoint
-        switch_replica_status(session, replica, R.starting, f"started on {handle.endpoint}")
+        message = exc.message if isinstance(exc, NubisError) else str(exc)
+        replica.crashes += 1
+        replica.next_start_at = time.time() + restart_backoff(replica.crashes)
+        if R(replica.status) is R.pending:
+            switch_replica_status(session, replica, R.starting, "launching")
+        switch_replica_status(session, replica, R.failed, f"could not start: {message}")
 
-    async def _replica_spec(
-        self,
-        session: AsyncSession,
-        dep: DeploymentRow,
-        workspace: str,
-        spec: DeploymentSpec,
-        replica: ReplicaRow,
-    ) -> ReplicaSpec:
-        row = await session.scalar(
-            select(PhotonRow).where(
-                PhotonRow.workspace_id == dep.workspace_id,
-                PhotonRow.name == dep.photon_name,
-                PhotonRow.version == replica.photon_version,
-            )
-        )
-        if row is None:
-            raise NubisError(
-                f"photon {dep.photon_name}:{replica.photon_version} was deleted from the registry"
-            )
-        manifest = PhotonManifest.model_validate(row.manifest)
-        bundle = await asyncio.to_thread(self._fetch_bundle, workspace, row)
-        values = await secrets.decrypt_for_workload(session, self.ctx.box, dep.workspace_id)
-        env = {
-            **spec.env,
-            **{k: values[k] for k in spec.secrets if k in values},
-            "NUBIS_DEPLOYMENT": dep.name,
-            "NUBIS_WORKSPACE": workspace,
-        }
-        return ReplicaSpec(
-            replica_id=replica.id,
-            deployment=dep.name,
-            workspace=workspace,
-            bundle=bundle,
-            content_hash=row.content_hash,
-            env=env,
-            resources=spec.resources or manifest.resources,
-        )
-
-    def _fetch_bundle(self, workspace: str, row: PhotonRow) -> Path:
-        path = self.ctx.settings.home / "cache" / "photons" / f"{row.content_hash}.photon"
-        if path.exists():
-            try:
-                if verified_hash(path) == row.content_hash:
-                    return path
-            except BundleError:
-                pass
-            log.warning("cached bundle %s does not hold what its name says: fetching it again", path.name)
-        self.ctx.store.photons(workspace).download(photons.bundle_path(row.name, row.version), path)
-        return path
+    async def _apply_starts(self, results: list[StartResult]) -> None:
+        """What the launches did, applied only to replicas still waiting to start as planned."""
+        orphans = []
+        async with self.ctx.db.sessions() as session:
+            for result in results:
+                replica = await session.get(ReplicaRow, result.order.replica_id)
+                if (replica is None or replica.generation != result.order.generation
+                        or R(replica.status) not in STARTABLE):
+                    if result.handle is not None:
+                        orphans.append(result.handle)
+                    continue
+                if result.handle is None:
+                    assert result.error is not None
+                    self._start_failed(session, replica, result.error)
+                    continue
+                replica.handle = result.handle.to_dict()
+                replica.endpoint = result.handle.endpoint
+                where = result.handle.endpoint or f"node {result.handle.node}"
+                switch_replica_status(session, replica, R.starting, f"started on {where}")
+            await session.commit()
+        await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=1.0) for h in orphans),
+                             return_exceptions=True)
 
     def _stop(self, session: AsyncSession, replica: ReplicaRow, reason: str) -> None:
         status = R(replica.status)

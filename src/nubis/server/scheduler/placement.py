@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from nubis.backends.nodes import NodeInfo
 from nubis.server.scheduler.demand import Demand, Vec, format_resources, millicores
 
 
@@ -49,6 +50,17 @@ class Placement:
 
 def vec(demand: Demand) -> Vec:
     return (millicores(demand.cpu), demand.memory, demand.gpu)
+
+
+def views(nodes: Sequence[NodeInfo], *, free: bool) -> list[NodeView]:
+    """The backend's nodes as placement sees them: what each has free, or in all."""
+    out = []
+    for node in nodes:
+        amounts = node.free if free else node.total
+        out.append(NodeView(id=node.id, labels=node.labels, alive=node.alive,
+                            resources=Demand(cpu=max(0.0, amounts.cpu), memory=max(0, amounts.memory),
+                                             gpu=max(0, amounts.gpu))))
+    return out
 
 
 def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
