@@ -375,3 +375,24 @@ async def test_logs_tail_and_follow(state_dir: Path, echo_bundle: Path, replicas
         task.cancel()
     assert followed[:2] == ["a new line", "and another"]
     assert any("stopped after SIGTERM" in line for line in followed)
+
+
+async def test_follow_from_start_gives_one_run_of_a_replica_started_again(
+    state_dir: Path, echo_bundle: Path, replicas: Replicas
+) -> None:
+    backend = LocalBackend(state_dir, cpus=2, memory=4 * GIB, gpus=[])
+    spec = spec_for(echo_bundle, "echo-runs")
+    first = await replicas.start(backend, spec)
+    await wait_ready(backend, first)
+    await backend.stop_replica(first, grace_s=10)
+    second = await replicas.start(backend, spec)  # the same replica again: its log goes on
+    await wait_ready(backend, second)
+    await backend.stop_replica(second, grace_s=10)
+
+    run = [line async for line in backend.follow_logs(second, from_start=True)]  # it exited: drained
+    assert second.endpoint is not None and f"photon echo on {second.endpoint} — " in run[0]
+    assert [line for line in run if "photon echo on" in line] == run[:1]
+    assert "stopped after SIGTERM" in run[-1]
+    whole = backend.log_path("echo-runs").read_text().splitlines()
+    assert len([line for line in whole if "photon echo on" in line]) == 2
+    assert whole[-len(run):] == run
