@@ -53,9 +53,16 @@ class SimulatedCluster:
     def node_id(self, name: str) -> str:
         return str(self.nodes[name].node_id)
 
-    def remove_ungracefully(self, name: str) -> None:
-        """The node's processes are killed, as when its machine loses power."""
-        self.cluster.remove_node(self.nodes.pop(name), allow_graceful=False)
+    def add(self, name: str, **args: Any) -> str:
+        """One more node (``Cluster.add_node``'s arguments); its id once it has joined."""
+        self.nodes[name] = self.cluster.add_node(**args)
+        self.cluster.wait_for_nodes()
+        return self.node_id(name)
+
+    def remove(self, name: str, *, graceful: bool) -> None:
+        """Stop a node as ``ray stop`` does (graceful), or kill its processes, as when its machine
+        loses power."""
+        self.cluster.remove_node(self.nodes.pop(name), allow_graceful=graceful)
 
 
 @contextmanager

@@ -201,13 +201,26 @@ async def test_a_new_control_plane_adopts_its_replicas_and_removes_unknown_ones(
     await no_processes_left("r-kept")
 
 
+async def test_no_child_outlives_a_node_stopped_gracefully(
+        backend: RayBackend, echo: tuple[str, Path, Artifact], cluster: SimulatedCluster) -> None:
+    """Ray leaves a worker's children that lead their own session running when it stops a node."""
+    node = cluster.add("spare", num_cpus=1)  # Ray starts a node from the main thread only
+    handle = await backend.start_replica(spec_for(echo, "r-stopped", node=node))
+    await until_probe(backend, handle, lambda p: p.ready, "r-stopped ready")
+    cluster.remove("spare", graceful=True)
+    await no_processes_left("r-stopped")
+    probe = await until_probe(backend, handle, lambda p: not p.alive, "r-stopped seen gone")
+    assert probe.node_lost
+    await backend.stop_replica(handle)
+
+
 async def test_a_replica_on_a_lost_node_is_reported_lost(
         backend: RayBackend, echo: tuple[str, Path, Artifact], cluster: SimulatedCluster) -> None:
     """Last in this module: it removes a node."""
     node = cluster.node_id("gpu-b")
     handle = await backend.start_replica(spec_for(echo, "r-lost", node=node))
     await until_probe(backend, handle, lambda p: p.ready, "r-lost ready")
-    cluster.remove_ungracefully("gpu-b")
+    cluster.remove("gpu-b", graceful=False)
     probe = await until_probe(backend, handle, lambda p: not p.alive, "r-lost seen gone")
     assert probe.node_lost and "health check" in probe.node_lost
     assert any("photon echo on http://127.0.0.1" in line for line in probe.last_error_lines)
