@@ -9,7 +9,7 @@ and alternating (sandboxed first in even rounds, unsandboxed first in odd ones):
 - replica cold start: ``start_replica`` of the echo photon's bundle until ``/readyz`` answers 200
   (the backend's own probe, every 10 ms);
 - ``/bin/true`` alone, started as a workload is (the launcher's own cost; median of 5 per round);
-- 2-worker job start: ``start_worker`` for ranks 0 and 1 of a job whose workers each import torch
+- 2-worker job start: ``start_gang`` of ranks 0 and 1 of a job whose workers each import torch
   and ``torch.distributed``, join a gloo process group (the rendezvous env the reconciler sets),
   all_reduce one tensor and exit 0; timed until both exit codes are known.
 
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import format_table, machine_line
 
-from nubis.backends.base import ReplicaSpec, WorkerSpec
+from nubis.backends.base import GangSpec, ReplicaSpec
 from nubis.backends.local import LocalBackend
+from nubis.backends.nodes import LOCAL_NODE
 from nubis.backends.sandbox import Sandbox
 from nubis.models.resources import Resources
 from nubis.photon.build import build_bundle
@@ -60,13 +61,10 @@ async def replica_cold_start(backend: LocalBackend, bundle: Path, content_hash: 
 
 async def job_start(backend: LocalBackend, n: int) -> float:
     job_id = f"bench-j{n}"
-    env = {**backend.rendezvous(job_id, 2), "WORLD_SIZE": "2"}
     started = time.perf_counter()
-    handles = [await backend.start_worker(WorkerSpec(
-        worker_id=f"{job_id}-1-{rank}", job_id=job_id, workspace="bench", rank=rank,
-        command=("python", "-c", WORKER), resources=Resources(cpu=0.1, memory=64 << 20),
-        env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}))
-        for rank in range(2)]
+    handles = await backend.start_gang(GangSpec(
+        job_id=job_id, attempt=1, workspace="bench", command=("python", "-c", WORKER),
+        nodes=(LOCAL_NODE, LOCAL_NODE), resources=Resources(cpu=0.1, memory=64 << 20)))
     while True:
         probes = [await backend.probe(h) for h in handles]
         if not any(p.alive for p in probes):

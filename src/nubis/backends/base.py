@@ -64,6 +64,35 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class GangSpec:
+    """Every worker of one job attempt, started as one call (``JobsCapability.start_gang``).
+
+    ``nodes`` is the node of each rank, as placement chose; the backend adds each rank's torchrun
+    env from it (``nodes.rank_envs``: ranks, ``MASTER_ADDR``/``MASTER_PORT``, ``NUBIS_NODE_IPS``).
+    ``code`` is a local copy of ``code_artifact`` for backends without ``NodeFetchCapability``.
+    """
+
+    job_id: str
+    attempt: int
+    workspace: str
+    command: tuple[str, ...]
+    nodes: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    resources: Resources = field(default_factory=Resources)
+    code: Path | None = None
+    code_artifact: Artifact | None = None
+    requirements: tuple[str, ...] = ()
+    spread: bool = False
+
+    @property
+    def workers(self) -> int:
+        return len(self.nodes)
+
+    def worker_id(self, rank: int) -> str:
+        return f"{self.job_id}-{self.attempt}-{rank}"
+
+
+@dataclass(frozen=True)
 class Environment:
     """Where a workload's requirements stand on a backend.
 
@@ -204,12 +233,9 @@ class JobsCapability(ABC):
     reports a worker's exit code even when it ended while the control plane was down."""
 
     @abstractmethod
-    def rendezvous(self, job_id: str, workers: int) -> dict[str, str]:
-        """Where the gang's workers meet: ``MASTER_ADDR`` and ``MASTER_PORT`` (torch.distributed)."""
-
-    @abstractmethod
-    async def start_worker(self, spec: WorkerSpec) -> ReplicaHandle:
-        """Launch and return at once; ``NoCapacityError`` when it does not fit now."""
+    async def start_gang(self, spec: GangSpec) -> list[ReplicaHandle]:
+        """Launch every worker (in rank order) and return at once, or start none: ``NoCapacityError``
+        when they do not fit now, another ``NubisError`` when they can never start as given."""
 
     @abstractmethod
     def checkpoint_dir(self, job_id: str) -> str:

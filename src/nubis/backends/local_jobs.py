@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from nubis.backends.base import Environment, JobsCapability, ReplicaHandle, WorkerSpec
+from nubis.backends.base import Environment, GangSpec, JobsCapability, ReplicaHandle, WorkerSpec
 from nubis.backends.local_processes import (
     REPLICA_ID,
     REPLICA_ID_ENV,
@@ -32,6 +32,7 @@ from nubis.backends.local_processes import (
     process_start_time,
 )
 from nubis.backends.local_venvs import VirtualenvCache, venv_of
+from nubis.backends.nodes import LOCAL_NODE, rank_envs
 from nubis.backends.sandbox import Policy, Sandbox
 from nubis.errors import ValidationError
 from nubis.models.limits import check_code_archive
@@ -101,9 +102,6 @@ class LocalJobs(JobsCapability):
     def checkpoint_dir(self, job_id: str) -> str:
         return str(self.job_dir(job_id) / "checkpoints")
 
-    def rendezvous(self, job_id: str, workers: int) -> dict[str, str]:
-        return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-
     def output_dir(self, job_id: str) -> str:
         return str(self.job_dir(job_id) / "outputs")
 
@@ -140,6 +138,23 @@ class LocalJobs(JobsCapability):
 
     def prepare_environment(self, workspace: str, requirements: Sequence[str]) -> Environment:
         return self.venvs.environment(list(requirements), workspace=workspace)
+
+    async def start_gang(self, spec: GangSpec) -> list[ReplicaHandle]:
+        """Every rank on this machine (node ``local``), each with torchrun's env for its rank."""
+        ranks = rank_envs([LOCAL_NODE] * spec.workers, {LOCAL_NODE: "127.0.0.1"}, master_port=free_port(),
+                          user_env=spec.env)
+        handles: list[ReplicaHandle] = []
+        try:
+            for rank, rank_env in enumerate(ranks):
+                handles.append(await self.start_worker(WorkerSpec(
+                    worker_id=spec.worker_id(rank), job_id=spec.job_id, workspace=spec.workspace, rank=rank,
+                    command=spec.command, resources=spec.resources, code=spec.code,
+                    requirements=spec.requirements, env={**spec.env, **rank_env})))
+        except BaseException:
+            await asyncio.gather(*(self.stop_replica(h, grace_s=1.0) for h in handles),  # type: ignore[attr-defined]
+                                 return_exceptions=True)
+            raise
+        return handles
 
     async def start_worker(self, spec: WorkerSpec) -> ReplicaHandle:
         if not REPLICA_ID.match(spec.worker_id):

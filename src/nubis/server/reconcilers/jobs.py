@@ -11,23 +11,20 @@ their jobs, which resume from their checkpoints at the next start.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.backends.base import JobsCapability, ReplicaHandle, WorkerSpec
-from nubis.errors import NoCapacityError, NubisError
-from nubis.models.auth import Role
+from nubis.backends.base import JobsCapability, ReplicaHandle, ReplicaProbe
+from nubis.errors import NubisError
 from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus, job_outputs_path
 from nubis.models.storage import format_bytes
 from nubis.server.context import ServerContext
 from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
 from nubis.server.reconcilers.job_environments import JobEnvironments
+from nubis.server.reconcilers.job_starts import GangOrder, JobStarts
 from nubis.server.scheduler.admission import (
     AdmissionSnapshot,
     Demand,
@@ -43,35 +40,19 @@ from nubis.server.scheduler.jobs import (
     retry_delay,
     retry_or_fail,
 )
-from nubis.server.services import jobs, models, secrets, tokens
+from nubis.server.scheduler.placement import Strategy, views
+from nubis.server.services import jobs, models
 from nubis.server.services.job_outputs import save_outputs
 from nubis.server.services.jobs import event, switch_job_status
+from nubis.server.services.nodes import node_of
 
 log = logging.getLogger("nubis.reconciler.jobs")
 
 J = JobStatus
 ACTIVE = (J.queued.value, J.running.value, J.stopping.value)
 STOP_GRACE_S = 10.0
-TOKEN_LIFETIME = timedelta(days=7)
 ERROR_LINES = 15
 SWEEP_EVERY_S = 600.0
-
-
-def torchrun_env(spec: JobSpec, *, job_id: str, attempt: int) -> dict[str, str]:
-    """What ``torchrun`` sets for each worker besides the ranks and the rendezvous (one node, one
-    role), so scripts and frameworks (Lightning's environment detection) see the same; a value the
-    user's env sets wins."""
-    env = {
-        "GROUP_WORLD_SIZE": "1", "ROLE_NAME": "default", "ROLE_WORLD_SIZE": str(spec.workers),
-        "TORCHELASTIC_RUN_ID": job_id, "TORCHELASTIC_RESTART_COUNT": str(attempt - 1),
-        "TORCHELASTIC_MAX_RESTARTS": str(spec.max_retries),
-        "TORCHELASTIC_USE_AGENT_STORE": "False",  # no agent: rank 0 hosts the store at MASTER_PORT
-        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT",
-        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
-    }
-    if spec.workers > 1:  # the local backend: every worker on this machine
-        env["OMP_NUM_THREADS"] = "1"
-    return {k: v for k, v in env.items() if k not in spec.env}
 
 
 class JobReconciler:
@@ -83,6 +64,7 @@ class JobReconciler:
         self.interval_s = interval_s
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._swept_at = 0.0
+        self.starts = JobStarts(ctx, self.backend)
         self.environments = JobEnvironments(self.backend)
 
     async def run(self) -> None:
@@ -124,22 +106,56 @@ class JobReconciler:
             await asyncio.gather(*self._stopping.values(), return_exceptions=True)
 
     async def reconcile_once(self) -> None:
+        probes = await self._probe_workers()
         async with self.ctx.db.sessions() as session:
             active = list((await session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE)))).all())
             for job in active:
-                if job.status == J.stopping.value:
-                    self._spawn_stop(job.id)
-                elif job.status == J.running.value:
-                    await self._watch(session, job)
-                elif job.status == J.queued.value and job.cancel_requested:
-                    switch_job_status(session, job, J.cancelled, "cancelled before it started")
+                try:
+                    if job.status == J.stopping.value:
+                        self._spawn_stop(job.id)
+                    elif job.status == J.running.value:
+                        await self._watch(session, job, probes)
+                    elif job.status == J.queued.value and job.cancel_requested:
+                        switch_job_status(session, job, J.cancelled, "cancelled before it started")
+                except Exception:  # one bad job never stalls the others
+                    log.exception("watching job %s failed; retrying next round", job.id)
             await session.commit()
             if any(j.status == J.stopping.value for j in active):
                 return  # a gang still holds what it is giving back: admit once it is free
-            await self._admit(session, [j for j in active if j.status in (J.queued.value, J.running.value)])
+            orders = await self._admit(session, [j for j in active
+                                                 if j.status in (J.queued.value, J.running.value)])
             await session.commit()
+        if orders:
+            await self._launch(orders)
 
-    async def _watch(self, session: AsyncSession, job: JobRow) -> None:
+    async def _launch(self, orders: list[GangOrder]) -> None:
+        """Start the planned gangs (no session held), then record them, each in its own try."""
+        results = await asyncio.gather(*(self.starts.launch(o) for o in orders))
+        unwanted: list[ReplicaHandle] = []
+        for result in results:
+            try:
+                async with self.ctx.db.sessions() as session:
+                    unwanted += await self.starts.apply(session, result)
+                    await session.commit()
+            except Exception:
+                log.exception("recording the start of job %s failed; stopping its workers",
+                              result.order.job_id)
+                unwanted += result.handles
+        await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=1.0) for h in unwanted),
+                             return_exceptions=True)
+
+    async def _probe_workers(self) -> dict[str, ReplicaProbe]:
+        """Every running worker's probe, taken with no session held (a backend may ask the network)."""
+        async with self.ctx.db.sessions() as session:
+            rows = (await session.scalars(select(JobWorkerRow).join(JobRow, JobRow.id == JobWorkerRow.job_id)
+                                          .where(JobRow.status == J.running.value,
+                                                 JobWorkerRow.attempt == JobRow.attempt))).all()
+            handles = {w.id: ReplicaHandle.from_dict(w.handle or {}) for w in rows}
+        found = await asyncio.gather(*(self.ctx.backend.probe(h) for h in handles.values()),
+                                     return_exceptions=True)
+        return {wid: p for wid, p in zip(handles, found, strict=True) if isinstance(p, ReplicaProbe)}
+
+    async def _watch(self, session: AsyncSession, job: JobRow, probes: dict[str, ReplicaProbe]) -> None:
         spec = JobSpec.model_validate(job.spec)
         if job.cancel_requested:
             self._begin_stop(session, job, J.cancelled, "cancelled by a user")
@@ -149,11 +165,15 @@ class JobReconciler:
             self._begin_stop(session, job, J.failed, f"timed out after {spec.timeout_s:g} s")
             return
         workers = await jobs.workers_of(session, job)
-        exits, lines = [], {}
+        if any(w.id not in probes for w in workers):
+            return  # started after this round's probes were taken
+        exits, lines, lost = [], {}, {}
         for worker in workers:
-            probe = await self.ctx.backend.probe(ReplicaHandle.from_dict(worker.handle or {}))
+            probe = probes[worker.id]
             exits.append(WorkerExit(worker.rank, probe.alive, probe.exit_code))
             lines[worker.rank] = probe.last_error_lines
+            if probe.node_lost:
+                lost[worker.rank] = probe.node_lost
         outcome = gang_outcome(exits)
         if not outcome.done:
             return
@@ -168,6 +188,9 @@ class JobReconciler:
             return
         assert outcome.failed_rank is not None
         cause = describe_exit(outcome.failed_rank, outcome.exit_code)
+        if lost:  # the machine went away, not the script: node_lost, retried from the checkpoint
+            rank, why = min(lost.items())
+            cause = f"node_lost: worker {rank}'s node was lost ({why})"
         tail = [ln for ln in lines.get(outcome.failed_rank, []) if ln.strip()][-ERROR_LINES:]
         job.failures += 1
         target = retry_or_fail(failures=job.failures, max_retries=spec.max_retries)
@@ -265,13 +288,14 @@ class JobReconciler:
         except Exception:
             log.exception("stopping job %s failed; retrying next round", job_id)
 
-    async def _admit(self, session: AsyncSession, jobs_now: list[JobRow]) -> None:
+    async def _admit(self, session: AsyncSession, jobs_now: list[JobRow]) -> list[GangOrder]:
+        """Decide; write why the others wait; plan the admitted gangs (launched after the session)."""
         now = time.time()
         queued = [j for j in jobs_now if j.status == J.queued.value and not j.cancel_requested
                   and (j.next_start_at is None or j.next_start_at <= now)]
         queued = await self.environments.ready(session, queued, active={j.id for j in jobs_now})
         if not queued:
-            return
+            return []
         running = [j for j in jobs_now if j.status == J.running.value]
         decision = decide_admissions(await self._snapshot(session, queued, running), now=now)
         by_id = {j.id: j for j in jobs_now}
@@ -280,17 +304,22 @@ class JobReconciler:
             self._begin_stop(session, victim, J.queued, "preempted by a job of higher priority; "
                                                         "it resumes from its checkpoint")
         if decision.preempt:
-            return  # start the admitted ones once the preempted gangs have stopped
-        for job_id in decision.admit:
-            await self._start(session, by_id[job_id])
+            return []  # start the admitted ones once the preempted gangs have stopped
         for job_id, why in decision.waiting.items():
             job = by_id[job_id]
             if job.reason != why and job.status == J.queued.value:
                 job.reason = why[:2048]
+        orders = []
+        for job_id in decision.admit:
+            order = await self.starts.plan(session, by_id[job_id], decision.placements.get(job_id, ()))
+            if order is not None:
+                orders.append(order)
+        return orders
 
     async def _snapshot(self, session: AsyncSession, queued: list[JobRow],
                         running: list[JobRow]) -> AdmissionSnapshot:
         free, total = self.ctx.backend.free(), self.ctx.backend.capacity()
+        nodes = await asyncio.to_thread(self.ctx.backend.nodes)
         rows = (await session.scalars(select(WorkspaceRow))).all()
         names = {r.id: r.name for r in rows}
         quotas = {r.name: Quota(cpu=r.cpu_quota, memory=r.memory_quota, gpu=r.gpu_quota) for r in rows}
@@ -304,82 +333,22 @@ class JobReconciler:
             n = spec.workers
             usage[ws] = Demand(cpu=held.cpu + per.cpu * n, memory=held.memory + per.memory * n,
                                gpu=held.gpu + per.gpu * n)
+            placed = tuple(node_of(w.handle) for w in sorted(await jobs.workers_of(session, job),
+                                                             key=lambda w: w.rank))
             running_jobs.append(RunningJob(id=job.id, workspace=ws, priority=job.priority, seq=job.seq,
                                            workers=spec.workers, per_worker=per,
-                                           started_at=job.attempt_started_at or 0.0))
+                                           started_at=job.attempt_started_at or 0.0, nodes=placed))
         queue = []
         for job in queued:
             spec = JobSpec.model_validate(job.spec)
             per = Demand(cpu=spec.resources.cpu, memory=spec.resources.memory, gpu=spec.resources.gpu)
             queue.append(QueuedJob(id=job.id, workspace=names.get(job.workspace_id, job.workspace_id),
-                                   priority=job.priority, seq=job.seq, workers=spec.workers, per_worker=per))
+                                   priority=job.priority, seq=job.seq, workers=spec.workers, per_worker=per,
+                                   strategy=Strategy.spread if spec.spread else Strategy.pack,
+                                   selector=spec.node_selector))
         return AdmissionSnapshot(
             free=Demand(cpu=free.cpu, memory=free.memory, gpu=len(free.gpus)),
             total=Demand(cpu=total.cpu, memory=total.memory, gpu=len(total.gpus)),
             queue=queue, running=running_jobs, quotas=quotas, usage=usage,
+            nodes=views(nodes, free=True), node_totals=views(nodes, free=False),
         )
-
-    async def _start(self, session: AsyncSession, job: JobRow) -> None:
-        """Start every worker of the next attempt, or none (gang)."""
-        spec = JobSpec.model_validate(job.spec)
-        workspace = await session.get(WorkspaceRow, job.workspace_id)
-        assert workspace is not None
-        attempt = job.attempt + 1
-        try:
-            code = await asyncio.to_thread(self._fetch_code, workspace.name, spec.code) if spec.code else None
-            values = await secrets.decrypt_for_workload(session, self.ctx.box, job.workspace_id)
-        except NubisError as exc:
-            switch_job_status(session, job, J.failed, f"cannot start: {exc}")
-            return
-        token_row, token = tokens.new_row(job.workspace_id, f"job {job.name} ({job.id[:8]})", Role.member,
-                                          expires_at=datetime.now(UTC) + TOKEN_LIFETIME)
-        env = {
-            **spec.env, **{k: values[k] for k in spec.secrets if k in values},
-            **self.backend.rendezvous(job.id, spec.workers),
-            "WORLD_SIZE": str(spec.workers), "NODE_RANK": "0", "GROUP_RANK": "0",
-            "LOCAL_WORLD_SIZE": str(spec.workers),
-            "NUBIS_JOB_ID": job.id, "NUBIS_JOB_NAME": job.name, "NUBIS_JOB_ATTEMPT": str(attempt),
-            "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.store.files_url(workspace.name),
-            "NUBIS_API_URL": self.ctx.settings.url.replace("://0.0.0.0:", "://127.0.0.1:"),
-            "NUBIS_JOB_TOKEN": token,
-            **torchrun_env(spec, job_id=job.id, attempt=attempt),
-        }
-        handles: list[ReplicaHandle] = []
-        try:
-            for rank in range(spec.workers):
-                handles.append(await self.backend.start_worker(WorkerSpec(
-                    worker_id=f"{job.id}-{attempt}-{rank}", job_id=job.id, workspace=workspace.name,
-                    rank=rank, command=tuple(spec.command), resources=spec.resources, code=code,
-                    requirements=tuple(spec.requirements),
-                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "ROLE_RANK": str(rank)},
-                )))
-        except (NoCapacityError, NubisError, OSError) as exc:
-            await asyncio.gather(*(self.ctx.backend.stop_replica(h, grace_s=1.0) for h in handles))
-            if isinstance(exc, NoCapacityError):
-                job.reason = f"waiting for capacity: {exc}"
-            else:
-                switch_job_status(session, job, J.failed, f"cannot start: {exc}")
-            return
-        session.add(token_row)
-        await session.flush()
-        job.token_id = token_row.id
-        job.attempt = attempt
-        job.attempt_started_at = time.time()
-        job.next_start_at = None
-        for rank, handle in enumerate(handles):
-            session.add(JobWorkerRow(id=handle.replica_id, job_id=job.id, attempt=attempt, rank=rank,
-                                     status=WorkerStatus.running.value, handle=handle.to_dict()))
-        switch_job_status(session, job, J.running,
-                          f"attempt {attempt}: {spec.workers} worker(s) started" if attempt > 1 else None)
-        await session.commit()
-
-    def _fetch_code(self, workspace: str, path: str) -> Path:
-        store = self.ctx.store.files(workspace)
-        info = store.info(path)
-        stamp = hashlib.sha256(f"{workspace}\0{path}\0{info.size}\0{info.modified}".encode()).hexdigest()
-        dest = self.ctx.settings.home / "cache" / "code" / f"{stamp}.zip"
-        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # every workspace's code: ours only
-        if not dest.exists():
-            store.download(path, dest)
-        return dest
-
