@@ -291,7 +291,8 @@ def test_bad_specs_are_refused(platform: PlatformProcess, client: nubis.Client) 
     one_line_error(nubis_cli("deploy", "echo:1", "--name", "minmax", "--min", "3", "--max", "2", env=env),
                    "error (validation_error):", "min_replicas (3) must not exceed max_replicas (2)")
     one_line_error(nubis_cli("deploy", "echo:1", "--name", "huge", "--cpu", "999", env=env),
-                   "error (validation_error): one replica needs more than this platform has: 999 CPU")
+                   "error (validation_error): one replica needs more than this platform has: "
+                   "no node can hold a replica of 999 CPU")
     one_line_error(nubis_cli("deploy", "echo:1", "--name", "echo", env=env),
                    "error (conflict): deployment 'echo' already exists")
     for call, status in [

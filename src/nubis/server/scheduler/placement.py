@@ -68,15 +68,18 @@ def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
 
 
 def place(nodes: Sequence[NodeView], per_worker: Demand, workers: int = 1, *,
-          strategy: Strategy = Strategy.pack, selector: Mapping[str, str] | None = None) -> Placement:
-    """Put ``workers`` workers of ``per_worker`` each on ``nodes``, or say why they do not fit."""
+          strategy: Strategy = Strategy.pack, selector: Mapping[str, str] | None = None,
+          unit: str = "worker") -> Placement:
+    """Put ``workers`` workers of ``per_worker`` each on ``nodes``, or say why they do not fit
+    (``unit`` names one of them in the reason: a worker, a replica)."""
     amounts = {n.id: vec(n.resources) for n in nodes}
-    return place_amounts(nodes, amounts, vec(per_worker), workers, strategy=strategy, selector=selector)
+    return place_amounts(nodes, amounts, vec(per_worker), workers, strategy=strategy, selector=selector,
+                         unit=unit)
 
 
 def place_amounts(nodes: Sequence[NodeView], amounts: Mapping[str, Vec], need: Vec, workers: int, *,
-                  strategy: Strategy = Strategy.pack,
-                  selector: Mapping[str, str] | None = None) -> Placement:
+                  strategy: Strategy = Strategy.pack, selector: Mapping[str, str] | None = None,
+                  unit: str = "worker") -> Placement:
     """:func:`place` with each node's amounts given apart (``amounts[node.id]``), in integers."""
     if workers < 1:
         raise ValueError(f"a gang needs at least one worker, got {workers}")
@@ -96,7 +99,7 @@ def place_amounts(nodes: Sequence[NodeView], amounts: Mapping[str, Vec], need: V
     holders = sum(1 for n in eligible if room[n.id] > 0)
     largest = max((amounts[n.id] for n in eligible), key=lambda a: (a[2], a[0], a[1]))
     return Placement(reason=_why_not(len(eligible), largest, need, workers, strategy,
-                                     sum(room.values()), holders))
+                                     sum(room.values()), holders, unit))
 
 
 class Nodes:
@@ -152,14 +155,23 @@ def _how_many(free: Vec, need: Vec) -> int:
 
 
 def _why_not(count: int, largest: Vec, need: Vec, workers: int, strategy: Strategy,
-             fit: int, holders: int) -> str:
+             fit: int, holders: int, unit: str) -> str:
     dims = [i for i in range(3) if need[i]] or [0]
     each = format_resources(need, dims)
     plural = "s" if workers != 1 else ""
     if holders == 0:
-        return (f"no node can hold a worker of {each}; the largest has "
+        return (f"no node can hold a {unit} of {each}; the largest has "
                 f"{format_resources(largest, dims)} (of {count} node(s))")
     if strategy is Strategy.spread:
         return (f"needs {workers} distinct node{plural} with {each} each; only {holders} of "
                 f"{count} node(s) can hold one")
-    return f"needs {workers} worker{plural} × {each}; the nodes can hold {fit} (of {count} node(s))"
+    return f"needs {workers} {unit}{plural} × {each}; the nodes can hold {fit} (of {count} node(s))"
+
+
+def never_placeable(nodes: Sequence[NodeInfo], per_worker: Demand, workers: int = 1, *, spread: bool = False,
+                    selector: Mapping[str, str] | None = None, unit: str = "worker") -> str | None:
+    """Why a gang (or one replica) could never run on these nodes even were they empty, or None:
+    the API's "does it fit", the same check admission and the reconcilers make."""
+    placement = place(views(nodes, free=False), per_worker, workers, unit=unit, selector=selector,
+                      strategy=Strategy.spread if spread else Strategy.pack)
+    return placement.reason

@@ -28,6 +28,8 @@ from nubis.models.resources import Resources
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
 from nubis.server.orm import DeploymentEventRow, DeploymentRow, ReplicaRow
+from nubis.server.scheduler.demand import Demand
+from nubis.server.scheduler.placement import never_placeable
 from nubis.server.services import audit, photons, secrets
 
 LIVE = (ReplicaStatus.stopped,)
@@ -68,17 +70,11 @@ async def _resolve_photon(session: AsyncSession, caller: Caller, ref: str) -> tu
     return row.name, row.version, PhotonManifest.model_validate(row.manifest)
 
 
-def _check_fits(ctx: ServerContext, resources: Resources) -> None:
-    total = ctx.backend.capacity()
-    too_big = []
-    if resources.cpu > total.cpu:
-        too_big.append(f"{resources.cpu:g} CPU (the machine has {total.cpu:g})")
-    if resources.memory > total.memory:
-        too_big.append(f"{resources.memory} bytes of memory (the machine has {total.memory})")
-    if resources.gpu > len(total.gpus):
-        too_big.append(f"{resources.gpu} GPU (the machine has {len(total.gpus)})")
-    if too_big:
-        raise ValidationError("one replica needs more than this platform has: " + "; ".join(too_big))
+def _check_fits(ctx: ServerContext, resources: Resources, selector: dict[str, str]) -> None:
+    why = never_placeable(ctx.backend.nodes(), Demand(cpu=resources.cpu, memory=resources.memory,
+                                                      gpu=resources.gpu), selector=selector, unit="replica")
+    if why:
+        raise ValidationError(f"one replica needs more than this platform has: {why}")
 
 
 async def create(
@@ -95,7 +91,7 @@ async def create(
             f"`nubis deployment update {spec.name} --photon …` or delete it first"
         )
     name, version, manifest = await _resolve_photon(session, caller, spec.photon)
-    _check_fits(ctx, spec.resources or manifest.resources)
+    _check_fits(ctx, spec.resources or manifest.resources, spec.node_selector)
     await secrets.check_exist(session, caller, spec.secrets)
     row = DeploymentRow(
         workspace_id=caller.workspace_id,
@@ -141,7 +137,7 @@ async def update(
         rolled.insert(0, "photon")
     changes: dict[str, object] = {}
     if rolled:
-        _check_fits(ctx, new_spec.resources or manifest.resources)
+        _check_fits(ctx, new_spec.resources or manifest.resources, new_spec.node_selector)
         row.previous_spec, row.previous_version = row.spec, row.photon_version
         row.photon_name, row.photon_version = photon_name, version
         row.generation += 1

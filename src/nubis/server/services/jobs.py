@@ -32,6 +32,7 @@ from nubis.server.deps import Caller
 from nubis.server.orm import JobEventRow, JobRow, JobWorkerRow, TokenRow, WorkspaceRow, new_id, utcnow
 from nubis.server.scheduler.admission import Demand, Quota, beyond_quota
 from nubis.server.scheduler.jobs import check_job_transition
+from nubis.server.scheduler.placement import never_placeable
 from nubis.server.services import audit, secrets
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -95,21 +96,16 @@ async def get_row_or_raise(session: AsyncSession, caller: Caller, ref: str) -> J
     return row
 
 
-def check_gang_fits(ctx: ServerContext, resources: Resources, workers: int) -> None:
+def check_gang_fits(ctx: ServerContext, spec: JobSpec) -> None:
     """Refuse a gang that could never run here, whatever else finishes."""
-    total = ctx.backend.capacity()
-    too_big = []
-    if resources.cpu * workers > total.cpu + 1e-9:
-        too_big.append(f"{workers} × {resources.cpu:g} CPU (the machine has {total.cpu:g})")
-    if resources.memory * workers > total.memory:
-        too_big.append(f"{workers} × {resources.memory} bytes of memory (the machine has {total.memory})")
-    if resources.gpu * workers > len(total.gpus):
-        too_big.append(f"{workers} × {resources.gpu} GPU (the machine has {len(total.gpus)})")
-    if too_big:
+    r = spec.resources
+    why = never_placeable(ctx.backend.nodes(), Demand(cpu=r.cpu, memory=r.memory, gpu=r.gpu), spec.workers,
+                          spread=spec.spread, selector=spec.node_selector)
+    if why:
         raise ValidationError(
-            "the job's workers together need more than this platform has: " + "; ".join(too_big)
-            + "; ask for fewer workers or smaller resources",
-            details={"workers": workers, "resources": resources.model_dump()},
+            f"the job's workers need more than this platform has: {why}; "
+            "ask for fewer workers or smaller resources",
+            details={"workers": spec.workers, "resources": r.model_dump()},
         )
 
 
@@ -154,7 +150,7 @@ async def create(
     kind: str = "command", purpose: dict[str, Any] | None = None,
 ) -> Job:
     """Queue a job; the reconciler admits it when its gang fits."""
-    check_gang_fits(ctx, spec.resources, spec.workers)
+    check_gang_fits(ctx, spec)
     await check_gang_within_quota(session, caller, spec.resources, spec.workers)
     await secrets.check_exist(session, caller, spec.secrets)
     _check_code(ctx, caller, spec.code)
