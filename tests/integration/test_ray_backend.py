@@ -117,7 +117,10 @@ def test_nodes_are_listed_with_their_gpus_and_labels(backend: RayBackend, cluste
     assert nodes[cluster.node_id("cpu")].labels == {}
     head = [n for n in nodes.values() if n.id not in {cluster.node_id(k) for k in cluster.nodes}]
     assert [(n.total.cpu, n.total.gpu) for n in head] == [(0.0, 0)]
-    assert backend.capacity().cpu == 6.0 and backend.capacity().gpus == (0, 1, 2, 3)
+    workers = [nodes[cluster.node_id(name)] for name in cluster.nodes]
+    capacity = backend.capacity()  # the head has no CPU: it runs no workload
+    assert (capacity.cpu, capacity.gpus) == (6.0, (0, 1, 2, 3))
+    assert capacity.memory == sum(n.total.memory for n in workers)
 
 
 async def test_a_replica_that_fits_nowhere_is_refused_at_once(backend: RayBackend,

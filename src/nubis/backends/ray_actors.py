@@ -103,6 +103,18 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def node_sandbox(root: Path, workspace: str) -> Sandbox:
+    """This node's sandbox, with ``workspace``'s uid settled: the actors of a node are separate
+    processes sharing one uid map, so each reads it and adds to it under a file lock (two
+    workspaces never get the same uid)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with (root.parent / "workload-uids.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sandbox = Sandbox.detect(root)
+        sandbox.uid_for(workspace)
+    return sandbox
+
+
 class ReplicaActor:
     """One replica on one node. Every method first starts the replica if nothing did yet, so the
     first call (the backend's, or a new control plane's after a restart) starts it, once."""
@@ -141,7 +153,7 @@ class ReplicaActor:
 
     async def _launch(self) -> None:
         p = self.payload
-        sandbox = Sandbox.detect(self.root)
+        sandbox = await asyncio.to_thread(node_sandbox, self.root, p["workspace"])
         for folder in (self.root, self.root / "work"):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o711)

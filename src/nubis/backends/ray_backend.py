@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,13 +151,15 @@ class RayBackend(Backend, LogsCapability, GpuCapability):
         self._seen: dict[str, Seen] = {}
         self._log_locks: dict[str, asyncio.Lock] = {}
         self._actor_class: Any = None
+        self._connecting = threading.Lock()
 
     def _connect(self) -> None:
-        if not ray.is_initialized():
-            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        if self._actor_class is None:
-            self._actor_class = ray.remote(ReplicaActor)
+        with self._connecting:  # from several threads at once: one ray.init
+            if not ray.is_initialized():
+                ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            if self._actor_class is None:
+                self._actor_class = ray.remote(ReplicaActor)
 
     def log_path(self, replica_id: str) -> Path:
         return self.state_dir / "logs" / f"{replica_id}.log"
@@ -169,7 +172,8 @@ class RayBackend(Backend, LogsCapability, GpuCapability):
         return [node_info(raw, free.get(raw["NodeID"], {})) for raw in ray.nodes()]
 
     def _sum(self, free: bool) -> Capacity:
-        alive = [n.free if free else n.total for n in self.nodes() if n.alive]
+        """Over the alive nodes that can run a workload (a head started with no CPU cannot)."""
+        alive = [n.free if free else n.total for n in self.nodes() if n.alive and n.total.cpu > 0]
         return Capacity(cpu=sum(a.cpu for a in alive), memory=sum(a.memory for a in alive),
                         gpus=tuple(range(sum(a.gpu for a in alive))))
 
