@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from nubis.cli import render
+from nubis.cli.options import node_selector
 from nubis.client.client import Client
 from nubis.errors import BadRequestError
 from nubis.models.deployments import Deployment
@@ -32,12 +33,15 @@ def deploy(
     cpu: Annotated[float | None, typer.Option(help="CPU cores per replica")] = None,
     memory: Annotated[str | None, typer.Option(help="memory per replica, e.g. 2Gi")] = None,
     gpu: Annotated[int | None, typer.Option(help="GPUs per replica")] = None,
+    node_label: Annotated[list[str] | None, typer.Option(
+        "--node-label", help="KEY=VALUE a replica's node must have, repeatable")] = None,
     wait: Annotated[bool, typer.Option(help="wait until ready")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for ready")] = 300,
     output: Output = "table",
 ) -> None:
     """Deploy a photon: push it if TARGET is a path, then wait until its replicas are ready."""
     render.check_output(output)
+    selector = node_selector(node_label)
     with Client() as client:
         ref = _photon_ref(client, target)
         deployment = client.deployments.create(
@@ -48,6 +52,7 @@ def deploy(
             env=_env(env or []),
             secrets=secret or [],
             access="public" if public else "private",
+            node_selector=selector,
         )
         if output != "json":
             render.line(f"deploying {deployment.name} ({deployment.photon})")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from nubis.cli import render
+from nubis.cli.options import node_selector
 from nubis.cli.workdir import IGNORE_FILE, zip_workdir
 from nubis.client.client import Client
 from nubis.errors import BadRequestError
@@ -91,17 +92,22 @@ def submit(
     requirements: Annotated[Path | None, typer.Option(
         help="pip requirements file (default: requirements.txt in --workdir); what the platform's "
              "environment lacks is installed into a virtualenv the workers' python runs in")] = None,
+    spread: Annotated[bool, typer.Option("--spread", help="one worker per node (else packed)")] = False,
+    node_label: Annotated[list[str] | None, typer.Option(
+        "--node-label", help="KEY=VALUE a worker's node must have, repeatable")] = None,
     output: Output = "table",
 ) -> None:
     """Queue a job: nubis job submit --workers 2 -- python train.py --epochs 3"""
     render.check_output(output)
+    selector = node_selector(node_label)
     wanted = read_requirements(requirements, workdir if code else None)
     with Client() as client:
         code_path = upload_code(client, workdir) if code else None
         job = client.jobs.submit(
             command, name=name, workers=workers, resources=Resources(cpu=cpu, memory=memory, gpu=gpu),
             env=_env(env or []), secrets=secret or [], code=code_path, max_retries=max_retries,
-            timeout_s=timeout, priority=priority, requirements=wanted,
+            timeout_s=timeout, priority=priority, requirements=wanted, spread=spread,
+            node_selector=selector,
         )
     if output == "json":
         render.as_json(job.model_dump(mode="json"))

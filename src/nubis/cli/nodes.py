@@ -42,7 +42,7 @@ def list_(output: Output = "table") -> None:
     if render.check_output(output) == "json":
         render.as_json([n.model_dump(mode="json") for n in nodes])
         return
-    render.table("nodes", COLUMNS, [row(n) for n in nodes])
+    render.table("nodes", COLUMNS, [row(n) for n in nodes], keep=("id",))
 
 
 @app.command("get")

@@ -38,8 +38,10 @@ class DeploymentsAPI(ResourceAPI):
         env: dict[str, str] | None = None,
         secrets: list[str] | None = None,
         access: Literal["private", "public"] = "private",
+        node_selector: dict[str, str] | None = None,
     ) -> Deployment:
-        """Deploy ``photon`` (``"name"`` or ``"name:version"``); replicas start in the background."""
+        """Deploy ``photon`` (``"name"`` or ``"name:version"``); replicas start in the background,
+        on nodes whose labels hold ``node_selector`` when given."""
         scaling: dict[str, Any] = {"min_replicas": min_replicas, "max_replicas": max_replicas}
         if target_in_flight is not None:
             scaling["target_in_flight"] = target_in_flight
@@ -50,6 +52,7 @@ class DeploymentsAPI(ResourceAPI):
             "secrets": secrets or [],
             "access": access,
             "autoscaling": scaling,
+            "node_selector": node_selector or {},
         }
         if resources is not None:
             body["resources"] = (

@@ -47,16 +47,20 @@ class JobsAPI(ResourceAPI):
         timeout_s: float | None = None,
         priority: int = 0,
         requirements: Sequence[str] = (),
+        spread: bool = False,
+        node_selector: dict[str, str] | None = None,
     ) -> Job:
         """Queue ``command`` on ``workers`` processes started together (torch.distributed env set).
 
         ``code`` is the storage path of a zip of the working directory (``nubis job submit`` makes
         and uploads it); ``python`` in the command is the platform's interpreter, or a cached
-        virtualenv over it with the ``requirements`` (pip lines) it lacks."""
+        virtualenv over it with the ``requirements`` (pip lines) it lacks. ``spread`` puts each
+        worker on a different node; ``node_selector`` keeps them on nodes with those labels."""
         body: dict[str, Any] = {
             "name": name, "command": list(command), "workers": workers, "env": env or {},
             "secrets": secrets or [], "code": code, "max_retries": max_retries, "timeout_s": timeout_s,
-            "priority": priority, "requirements": list(requirements),
+            "priority": priority, "requirements": list(requirements), "spread": spread,
+            "node_selector": node_selector or {},
         }
         if resources is not None:
             body["resources"] = _resources(resources)
