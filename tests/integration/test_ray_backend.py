@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -106,6 +107,13 @@ async def no_processes_left(replica_id: str) -> None:
     await until(gone, f"every process of replica {replica_id} has ended", timeout=30)
 
 
+async def actor_removed(replica_id: str) -> None:
+    async def removed() -> bool:
+        return actor_name(replica_id) not in await asyncio.to_thread(ray.util.list_named_actors)
+
+    await until(removed, f"the actor of replica {replica_id} is removed", timeout=30)
+
+
 def test_nodes_are_listed_with_their_gpus_and_labels(backend: RayBackend, cluster: SimulatedCluster) -> None:
     nodes = {n.id: n for n in backend.nodes()}
     for name, gpus in (("gpu-a", 2), ("gpu-b", 2), ("cpu", 0)):
@@ -160,12 +168,32 @@ async def test_gpu_and_cpu_replicas_serve_with_their_key_and_leave_nothing(
 
     await backend.probe(cpu)
     assert any("photon echo on http://127.0.0.1" in line for line in backend.read_logs(cpu))
+    followed: list[str] = []
+
+    async def follow() -> None:
+        async for line in backend.follow_logs(cpu, from_start=True):
+            followed.append(line)
+
+    follower = asyncio.create_task(follow())
     for handle in (gpu, cpu):
         await backend.stop_replica(handle, grace_s=10)
         await no_processes_left(handle.replica_id)
         assert not (await backend.probe(handle)).alive
     await backend.stop_replica(cpu)  # already gone: not an error
     assert any("photon echo on http://127.0.0.1" in line for line in backend.read_logs(cpu))
+    await asyncio.wait_for(follower, 60)  # ends once the replica is gone
+    assert any("photon echo on http://127.0.0.1" in line for line in followed)
+
+
+async def test_a_bundle_that_storage_serves_wrong_is_refused_on_the_node(
+        backend: RayBackend, echo: tuple[str, Path, Artifact]) -> None:
+    wrong = Artifact("default", "photons", "echo/1.photon", "0" * 64)
+    handle = await backend.start_replica(replace(spec_for(echo, "r-wrong"), artifact=wrong))
+    probe = await until_probe(backend, handle, lambda p: not p.alive, "r-wrong refused")
+    assert probe.exit_code is None and "not the expected 000000000000" in probe.last_error_lines[-1]
+    assert not replica_processes("r-wrong")
+    await backend.stop_replica(handle)
+    await actor_removed("r-wrong")
 
 
 async def test_killing_the_actor_kills_its_child(backend: RayBackend,
@@ -197,8 +225,8 @@ async def test_a_new_control_plane_adopts_its_replicas_and_removes_unknown_ones(
 
     assert await restarted.collect_orphans({"r-kept"}) >= 1
     await no_processes_left("r-orphan")
-    names = ray.util.list_named_actors()
-    assert actor_name("r-kept") in names and actor_name("r-orphan") not in names
+    await actor_removed("r-orphan")
+    assert actor_name("r-kept") in ray.util.list_named_actors()
     assert list(replica_processes("r-kept")) == [kept_pid]
     await restarted.stop_replica(stored, grace_s=10)
     await no_processes_left("r-kept")
