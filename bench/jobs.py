@@ -1,8 +1,9 @@
 """Jobs through a real `nubis up`: a 2-worker DDP job against torchrun, admission at 10,000 queued jobs,
-and 1,000 short jobs through the API.
+1,000 short jobs through the API, and third-party training scripts as jobs against torchrun.
 
     python bench/jobs.py                                  # 5 rounds, 1,000 short jobs
     python bench/jobs.py --rounds 3 --short-jobs 200
+    python bench/jobs.py --only third-party --third-party-rounds 3
 
 - DDP overhead: one torch.distributed script (gloo, a tiny DDP model, ``--steps`` SGD steps on random
   data, an all_reduce) run (a) by ``python -m torch.distributed.run --nproc_per_node=2``, (b) as a nubis
@@ -14,12 +15,14 @@ and 1,000 short jobs through the API.
 - Short jobs: ``--short-jobs`` jobs of ``python -c pass`` (1 worker, 0.1 CPU, 16 MiB, so about 20 run
   at once on 2 cores) submitted by ``--submit-threads`` threads, then waited for; every id must be found
   again and terminal, or the bench exits 1 (it does too if any failed).
+- Third-party scripts (``bench/third_party.py``): pytorch/examples' DDP tutorial, a Lightning DDP script
+  and a Hugging Face Trainer script (``examples/third_party``), each as a 2-worker job (upload, submit,
+  seen succeeded) against ``torchrun --standalone --nproc_per_node=2``. Target: ratio ≤ 1.2.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
 import re
@@ -29,35 +32,40 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import admission
 from _common import (
-    REPO,
     Quiet,
     cpu_sample,
     format_table,
     free_port,
     machine_line,
     median,
-    stop_process,
     wait_for_quiet,
 )
+from _platform import (
+    POLL_S,
+    Platform,
+    attempt,
+    epoch_s,
+    explain,
+    platform,
+    process_cpu,
+    wait_succeeded,
+)
+from third_party import third_party_rounds, third_party_table
 
 from nubis.cli.jobs import upload_code
 from nubis.client.client import Client
 from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job, JobStatus
 
 OVERHEAD_TARGET_S = 1.5
-POLL_S = 0.05
 RECONCILER_S = 0.25  # JobReconciler's interval under `nubis up`
 SHORT_RESOURCES = {"cpu": 0.1, "memory": "16Mi"}
 
@@ -92,56 +100,6 @@ stamps = f"start={started:.4f} end={time.time():.4f}"
 print(f"BENCH rank={os.environ['RANK']} loss={total.item() / 2:.4f} {stamps}", flush=True)
 """
 STAMPS = re.compile(r"BENCH rank=(\d+) loss=\S+ start=([\d.]+) end=([\d.]+)")
-
-
-@dataclass(frozen=True)
-class Platform:
-    url: str
-    token: str
-    pid: int
-    log: Path
-
-
-# ── the platform ────────────────────────────────────────────────────────────────────────────────
-
-
-@contextlib.contextmanager
-def platform(scratch: Path) -> Iterator[Platform]:
-    """One `nubis up` in a temporary home for the whole bench; its output goes to ``scratch``."""
-    home, log_path = scratch / "home", scratch / "nubis-up.log"
-    port = free_port()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nubis.cli.main", "up", "--home", str(home), "--port", str(port),
-             "--gateway-port", str(free_port())],
-            env={**os.environ, "NUBIS_HOME": str(home)}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(proc, url, log_path)
-            yield Platform(url, (home / "admin.token").read_text().strip(), proc.pid, log_path)
-        finally:
-            stop_process(proc, grace=60)
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nubis up exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nubis up not healthy within {timeout:.0f} s")
-
-
-def explain(client: Client, job: Job) -> str:
-    """The job's reason and its latest events: what to report when a job did not do what it should."""
-    events = client.jobs.events(job.id, limit=20)
-    lines = [f"job {job.name} ({job.id}) is {job.status}: {job.reason or '(no reason)'}"]
-    lines += [f"  {e.at:%H:%M:%S.%f} {e.kind}: {e.message}" for e in events]
-    return "\n".join(lines)
 
 
 # ── 1. a 2-worker DDP job ───────────────────────────────────────────────────────────────────────
@@ -204,14 +162,8 @@ def run_job(client: Client, code: str, steps: int) -> tuple[Run, Job]:
     began, start = time.time(), time.perf_counter()
     job = client.jobs.submit(["python", "train.py"], workers=2, resources={"cpu": 1, "memory": "1Gi"},
                              code=code, env={"BENCH_STEPS": str(steps), "OMP_NUM_THREADS": "1"})
-    while job.status not in TERMINAL_JOB_STATUSES:
-        if time.perf_counter() - start > 300:
-            raise TimeoutError(explain(client, job))
-        time.sleep(POLL_S)
-        job = client.jobs.get(job.id)
+    job = wait_succeeded(client, job)
     seconds = time.perf_counter() - start
-    if job.status != JobStatus.succeeded:
-        raise RuntimeError(explain(client, job))
     output = "\n".join(line for rank in range(2) for line in client.jobs.logs(job.id, worker=rank, tail=20))
     return split_run(began, seconds, output), job
 
@@ -222,22 +174,6 @@ class DdpResults:
     jobs: list[Job]
     others: list[float]
     failures: list[str]  # runs that failed and were run again
-
-
-def attempt(name: str, variant: Callable[[], Run], failures: list[str], tries: int = 3) -> Run:
-    """``variant()``, run again (at most ``tries`` times in all) if it fails; each failure is reported.
-
-    Seen here: now and then a rank is killed by SIGABRT ("terminate called without an active
-    exception") after its last line, in torch's teardown, under torchrun as under nubis."""
-    for left in range(tries - 1, -1, -1):
-        try:
-            return variant()
-        except RuntimeError as exc:
-            failures.append(f"{name}: {str(exc).splitlines()[0][:300]}")
-            print(f"  {name} failed, {left} tries left: {exc}", file=sys.stderr)
-            if not left:
-                raise
-    raise AssertionError("unreachable")
 
 
 def ddp_rounds(client: Client, plat: Platform, *, rounds: int, steps: int, quiet: Quiet) -> DdpResults:
@@ -272,11 +208,6 @@ def ddp_rounds(client: Client, plat: Platform, *, rounds: int, steps: int, quiet
     return results
 
 
-def _ts(at: datetime | None) -> float:
-    assert at is not None
-    return at.timestamp()
-
-
 def ddp_table(res: DdpResults, rounds: int, steps: int) -> str:
     wall = {name: median([r.seconds for r in runs]) for name, runs in res.runs.items()}
     base, job, hand = wall["torchrun"], wall["nubis job"], wall["by hand"]
@@ -287,8 +218,8 @@ def ddp_table(res: DdpResults, rounds: int, steps: int) -> str:
             for name, runs in res.runs.items()]
     overhead = job - base
     verdict = "met" if overhead <= OVERHEAD_TARGET_S else "not met"
-    to_running = median([_ts(j.started_at) - _ts(j.created_at) for j in res.jobs])
-    to_seen = median([r.seconds - (_ts(j.finished_at) - _ts(j.created_at))
+    to_running = median([epoch_s(j.started_at) - epoch_s(j.created_at) for j in res.jobs])
+    to_seen = median([r.seconds - (epoch_s(j.finished_at) - epoch_s(j.created_at))
                       for r, j in zip(res.runs["nubis job"], res.jobs, strict=True)])
     return "\n".join([
         f"DDP job, 2 workers x 1 CPU, {steps} steps: medians of {rounds} rounds (order rotating)",
@@ -341,14 +272,6 @@ class ShortResults:
     cpu: dict[str, float]  # CPU seconds over the whole run, by whom
 
 
-def process_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid`` itself, and of the children it has reaped (for `nubis up`: job workers)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks, (int(fields[13]) + int(fields[14])) / ticks
-
-
 def submit_many(plat: Platform, n: int, threads: int) -> tuple[list[str | None], list[str]]:
     ids: list[str | None] = [None] * n
     rejected: list[str] = []
@@ -394,7 +317,8 @@ def wait_all(client: Client, ids: list[str], timeout: float) -> tuple[dict[str, 
 
 def max_running(jobs: list[Job]) -> int:
     edges = sorted(itertools.chain.from_iterable(
-        ((_ts(j.started_at), 1), (_ts(j.finished_at), -1)) for j in jobs if j.started_at and j.finished_at))
+        ((epoch_s(j.started_at), 1), (epoch_s(j.finished_at), -1))
+        for j in jobs if j.started_at and j.finished_at))
     return max(itertools.accumulate(d for _, d in edges), default=0)
 
 
@@ -421,7 +345,7 @@ def short_jobs(client: Client, plat: Platform, *, n: int, threads: int, timeout:
 
 def short_table(res: ShortResults, threads: int) -> str:
     statuses = Counter(j.status.value for j in res.final.values())
-    waits = [_ts(j.started_at) - _ts(j.created_at) for j in res.final.values() if j.started_at]
+    waits = [epoch_s(j.started_at) - epoch_s(j.created_at) for j in res.final.values() if j.started_at]
     done = len(res.final)
     row = [f"{res.count:,}", f"{res.submit_s:.1f}", f"{res.count / res.submit_s:,.0f}", f"{res.total_s:.1f}",
            f"{done / res.total_s:.1f}", str(statuses.get("succeeded", 0)), str(statuses.get("failed", 0)),
@@ -442,10 +366,24 @@ def short_table(res: ShortResults, threads: int) -> str:
 # ── main ────────────────────────────────────────────────────────────────────────────────────────
 
 
-def main() -> int:
+def short_failure(res: ShortResults) -> str | None:
+    failed = sum(j.status != JobStatus.succeeded for j in res.final.values())
+    if res.lost or res.rejected or failed:
+        return f"{len(res.lost)} lost, {len(res.rejected)} rejected, {failed} not succeeded"
+    return None
+
+
+SECTIONS = ("ddp", "admission", "short", "third-party")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="run only this section (repeatable); all of them by default")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the DDP comparison")
     parser.add_argument("--steps", type=int, default=400, help="SGD steps of the DDP script")
+    parser.add_argument("--third-party-rounds", type=int, default=3,
+                        help="rounds of the third-party scripts (bench/third_party.py)")
     parser.add_argument("--admission-rounds", type=int, default=20)
     parser.add_argument("--short-jobs", type=int, default=1000)
     parser.add_argument("--submit-threads", type=int, default=4)
@@ -454,25 +392,43 @@ def main() -> int:
     parser.add_argument("--max-others", type=float, default=0.5,
                         help="cores other processes may use before a DDP round starts")
     parser.add_argument("--quiet-wait", type=float, default=10.0, help="seconds to wait for that at most")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run_sections(args: argparse.Namespace, only: list[str]) -> tuple[list[str], str | None]:
+    """The tables of the sections asked for, in order; and what failed among the short jobs."""
     quiet = Quiet(args.max_others, wait=args.quiet_wait)
-    began = time.perf_counter()
+    tables, failure = [], None
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as scratch, platform(Path(scratch)) as plat, \
             Client(plat.url, plat.token) as client:
-        print("1/3 DDP job vs torchrun", file=sys.stderr)
-        ddp = ddp_rounds(client, plat, rounds=args.rounds, steps=args.steps, quiet=quiet)
-        print("2/3 admission", file=sys.stderr)
-        adm = admission_table(args.admission_rounds)
-        print(f"3/3 {args.short_jobs} short jobs", file=sys.stderr)
-        short = short_jobs(client, plat, n=args.short_jobs, threads=args.submit_threads,
-                           timeout=args.short_timeout)
+        for i, section in enumerate(only, 1):
+            print(f"{i}/{len(only)} {section}", file=sys.stderr)
+            if section == "ddp":
+                ddp = ddp_rounds(client, plat, rounds=args.rounds, steps=args.steps, quiet=quiet)
+                tables.append(ddp_table(ddp, args.rounds, args.steps))
+            elif section == "admission":
+                tables.append(admission_table(args.admission_rounds))
+            elif section == "short":
+                short = short_jobs(client, plat, n=args.short_jobs, threads=args.submit_threads,
+                                   timeout=args.short_timeout)
+                tables.append(short_table(short, args.submit_threads))
+                failure = short_failure(short)
+            else:
+                third = third_party_rounds(client, plat, rounds=args.third_party_rounds, quiet=quiet)
+                tables.append(third_party_table(third, args.third_party_rounds))
+    return tables, failure
+
+
+def main() -> int:
+    args = parse_args()
+    only = [s for s in SECTIONS if s in (args.only or SECTIONS)]
+    began = time.perf_counter()
+    tables, failure = run_sections(args, only)
     elapsed = time.perf_counter() - began
     print(f"# jobs — {machine_line()}; local backend, SQLite; whole bench {elapsed:.0f} s\n")
-    print(ddp_table(ddp, args.rounds, args.steps), adm, short_table(short, args.submit_threads), sep="\n\n")
-    failed = sum(j.status != JobStatus.succeeded for j in short.final.values())
-    if short.lost or short.rejected or failed:
-        print(f"\nFAILED: {len(short.lost)} lost, {len(short.rejected)} rejected, {failed} not succeeded",
-              file=sys.stderr)
+    print(*tables, sep="\n\n")
+    if failure:
+        print(f"\nFAILED: {failure}", file=sys.stderr)
         return 1
     return 0
 
