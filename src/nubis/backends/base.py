@@ -14,7 +14,7 @@ treats ``ref`` as opaque.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -210,6 +210,15 @@ class Backend(ABC):
 class NodeFetchCapability(ABC):  # noqa: B024 (a marker: no method of its own)
     """The backend's nodes fetch what they run themselves (``ReplicaSpec.artifact``, hash-checked);
     without it the control plane fetches the bundle and passes a local ``ReplicaSpec.bundle``."""
+
+
+class OrphansCapability(ABC):
+    """Workloads can outlive the control plane on this backend (detached actors, groups): at start,
+    remove those no row knows of (``known_ids``: replica and worker ids)."""
+
+    @abstractmethod
+    async def collect_orphans(self, known_ids: Collection[str]) -> int:
+        """Stop and remove every workload of ours whose id is not in ``known_ids``; how many."""
 
 
 class LogsCapability(ABC):

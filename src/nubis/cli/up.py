@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,11 @@ from nubis.server.settings import DEFAULT_GATEWAY_PORT, DEFAULT_PORT, ServerSett
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
 
 
+class BackendName(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 def up(
     home: Annotated[Path | None, typer.Option(help="state folder (default $NUBIS_HOME or ~/.nubis)")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
@@ -28,11 +34,20 @@ def up(
     trust_members: Annotated[bool, typer.Option(
         "--trust-members", help="run workloads unsandboxed: members are then as trusted as admins "
                                 "(needed for several workspaces where no sandbox is possible)")] = False,
+    backend: Annotated[BackendName, typer.Option(
+        help="where workloads run: this machine, or a Ray cluster (needs nubis's ray extra)")] = (
+        BackendName.local),
+    ray_address: Annotated[str, typer.Option(
+        help="with --backend ray: the cluster's address ('auto': the one `ray start` runs here)")] = "auto",
+    shared_storage: Annotated[bool, typer.Option(
+        "--shared-storage", help="with --backend ray: the --storage folder is mounted at the same path on "
+                                 "every node (else use S3)")] = False,
 ) -> None:
     """Start the nubis platform on this machine (Ctrl-C stops it)."""
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
                               storage_url=storage, gateway_port=gateway_port, start_gateway=True,
-                              trust_members=trust_members)
+                              trust_members=trust_members, backend=backend.value, ray_address=ray_address,
+                              shared_storage=shared_storage)
     raise typer.Exit(run(settings))
 
 

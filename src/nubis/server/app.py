@@ -15,7 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from nubis._version import __version__
+from nubis.backends.base import Backend, OrphansCapability
 from nubis.backends.local import LocalBackend
+from nubis.backends.nodes import NodeInfo
 from nubis.backends.sandbox import Sandbox, harden_home
 from nubis.errors import (
     BadRequestError,
@@ -50,6 +52,7 @@ from nubis.server.routers import (
 from nubis.server.security import SecretBox, load_or_create_master_key
 from nubis.server.services import tokens
 from nubis.server.services.gateway import LoadBook
+from nubis.server.services.nodes import known_workloads
 from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore
 
@@ -67,13 +70,36 @@ def build_context(settings: ServerSettings) -> ServerContext:
         db=Database(settings.database),
         box=SecretBox(load_or_create_master_key(settings.master_key_file)),
         store=ObjectStore.from_url(settings.storage),
-        backend=LocalBackend(state, sandbox=sandbox),
+        backend=make_backend(settings, state, sandbox),
         loads=LoadBook(),
         members_contained=sandbox.enabled or settings.trust_members,
         isolation=sandbox.describe(),
     )
     harden(settings)
     return ctx
+
+
+def make_backend(settings: ServerSettings, state: Path, sandbox: Sandbox) -> Backend:
+    """The local backend, or the Ray backend (``--backend ray``) once storage reaches every node."""
+    if settings.backend == "local":
+        return LocalBackend(state, sandbox=sandbox)
+    from nubis.backends.ray_backend import RayBackend  # the optional extra: ray is heavy to import
+
+    backend = RayBackend(state, address=settings.ray_address, storage=settings.storage)
+    check_storage_reaches(settings, backend.nodes())
+    return backend
+
+
+def check_storage_reaches(settings: ServerSettings, nodes: list[NodeInfo]) -> None:
+    """Workloads on several nodes read and write the workspace's storage: a folder on this machine
+    is not there for the others (unless mounted at the same path everywhere: ``--shared-storage``)."""
+    workers = [n for n in nodes if n.alive and n.total.cpu > 0]
+    if settings.storage.startswith("s3://") or settings.shared_storage or len(workers) <= 1:
+        return
+    raise ValidationError(
+        f"storage {settings.storage} is a folder on this machine, but the cluster has {len(workers)} nodes "
+        "that run workloads: use S3 (--storage s3://bucket/prefix, e.g. MinIO), or --shared-storage if this "
+        "folder is mounted at the same path on every node")
 
 
 def harden(settings: ServerSettings) -> None:
@@ -86,6 +112,17 @@ def harden(settings: ServerSettings) -> None:
     for cache in (settings.home / "cache").iterdir():
         if cache.is_dir() and cache.name != "photons":
             cache.chmod(0o700)  # job code archives of every workspace: the control plane's only
+
+
+async def collect_orphans(ctx: ServerContext) -> None:
+    """Before the reconcilers start: workloads left on the backend that no row knows are removed."""
+    if not isinstance(ctx.backend, OrphansCapability):
+        return
+    async with ctx.db.sessions() as session:
+        known = await known_workloads(session)
+    removed = await ctx.backend.collect_orphans(known)
+    if removed:
+        log.warning("removed %d workload(s) no deployment or job knows of (left by an earlier run)", removed)
 
 
 async def prepare(ctx: ServerContext) -> None:
@@ -104,6 +141,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare(ctx)
         harden(ctx.settings)  # the database file exists now
+        await collect_orphans(ctx)
         reconciler = DeploymentReconciler(ctx)
         job_reconciler = JobReconciler(ctx)
         task = asyncio.create_task(reconciler.run(), name="deployments")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +40,12 @@ class ServerSettings(BaseModel):
     start_gateway: bool = False
     trust_members: bool = False
     """Run workloads unsandboxed, as the control plane's user (members are as trusted as admins)."""
+    backend: Literal["local", "ray"] = "local"
+    """Where workloads run: this machine, or the nodes of a Ray cluster (``nubis[ray]``)."""
+    ray_address: str = "auto"
+    """The Ray cluster to join (``auto``: the one ``ray start`` runs on this machine)."""
+    shared_storage: bool = False
+    """A storage folder mounted at the same path on every node (else S3 is needed on a cluster)."""
 
     @property
     def database(self) -> str:

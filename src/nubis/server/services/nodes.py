@@ -98,5 +98,15 @@ async def get_node(session: AsyncSession, ctx: ServerContext, caller: Caller, re
     return NodeDetail(**node.model_dump(), events=events)
 
 
+async def known_workloads(session: AsyncSession) -> set[str]:
+    """Every replica and job worker id the database still knows (what is not an orphan)."""
+    replicas = (await session.scalars(
+        select(ReplicaRow.id).where(ReplicaRow.status != R.stopped.value))).all()
+    workers = (await session.scalars(
+        select(JobWorkerRow.id).join(JobRow, JobRow.id == JobWorkerRow.job_id)
+        .where(JobRow.status.in_(("running", "stopping"))))).all()
+    return {*replicas, *workers}
+
+
 def record(session: AsyncSession, node_id: str, kind: str, message: str) -> None:
     session.add(NodeEventRow(node_id=node_id, kind=kind, message=message[:2048]))
