@@ -40,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedClust
 
 
 @pytest.fixture(scope="module")
-def echo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Artifact]:
+def echo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Artifact]:
     """The echo photon in a local-folder storage every simulated node reaches."""
     folder = tmp_path_factory.mktemp("ray-storage")
     bundle, manifest = build_bundle(str(EXAMPLES / "echo"), folder / "echo.photon")
@@ -48,18 +48,18 @@ def echo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Artifact]
     with bundle.open("rb") as fh:
         ObjectStore.from_url(storage).photons("default").put_file("echo/1.photon", fh)
     assert manifest.content_hash
-    return storage, bundle, Artifact("default", "photons", "echo/1.photon", manifest.content_hash)
+    return storage, Artifact("default", "photons", "echo/1.photon", manifest.content_hash)
 
 
 @pytest.fixture
-def backend(cluster: SimulatedCluster, echo: tuple[str, Path, Artifact], tmp_path: Path) -> RayBackend:
+def backend(cluster: SimulatedCluster, echo: tuple[str, Artifact], tmp_path: Path) -> RayBackend:
     return RayBackend(tmp_path / "control-plane", address=cluster.address, storage=echo[0])
 
 
-def spec_for(echo: tuple[str, Path, Artifact], replica_id: str, *, node: str | None = None,
+def spec_for(echo: tuple[str, Artifact], replica_id: str, *, node: str | None = None,
              gpu: int = 0) -> ReplicaSpec:
-    return ReplicaSpec(replica_id=replica_id, deployment="echo", workspace="default", bundle=echo[1],
-                       content_hash=echo[2].digest, artifact=echo[2], node=node,
+    return ReplicaSpec(replica_id=replica_id, deployment="echo", workspace="default", bundle=None,
+                       content_hash=echo[1].digest, artifact=echo[1], node=node,
                        resources=Resources(cpu=0.5, memory="256Mi", gpu=gpu))
 
 
@@ -132,7 +132,7 @@ def test_nodes_are_listed_with_their_gpus_and_labels(backend: RayBackend, cluste
 
 
 async def test_a_replica_that_fits_nowhere_is_refused_at_once(backend: RayBackend,
-                                                              echo: tuple[str, Path, Artifact],
+                                                              echo: tuple[str, Artifact],
                                                               cluster: SimulatedCluster) -> None:
     with pytest.raises(NoCapacityError):
         await backend.start_replica(spec_for(echo, "too-big", gpu=3))
@@ -142,12 +142,13 @@ async def test_a_replica_that_fits_nowhere_is_refused_at_once(backend: RayBacken
 
 
 async def test_gpu_and_cpu_replicas_serve_with_their_key_and_leave_nothing(
-        backend: RayBackend, echo: tuple[str, Path, Artifact], cluster: SimulatedCluster) -> None:
+        backend: RayBackend, echo: tuple[str, Artifact], cluster: SimulatedCluster) -> None:
     gpu = await backend.start_replica(spec_for(echo, "r-gpu", gpu=1))
     cpu = await backend.start_replica(spec_for(echo, "r-cpu", node=cluster.node_id("cpu")))
     assert gpu.endpoint is None and cpu.node == cluster.node_id("cpu")
     for handle in (gpu, cpu):
-        await until_probe(backend, handle, lambda p: p.ready, f"{handle.replica_id} ready")
+        ready = await until_probe(backend, handle, lambda p: p.ready, f"{handle.replica_id} ready")
+        assert ready.endpoint == backend.endpoint_of(handle)
     gpu_nodes = {cluster.node_id("gpu-a"), cluster.node_id("gpu-b")}
     [gpu_env] = replica_processes("r-gpu").values()
     [cpu_env] = replica_processes("r-cpu").values()
@@ -186,7 +187,7 @@ async def test_gpu_and_cpu_replicas_serve_with_their_key_and_leave_nothing(
 
 
 async def test_a_bundle_that_storage_serves_wrong_is_refused_on_the_node(
-        backend: RayBackend, echo: tuple[str, Path, Artifact]) -> None:
+        backend: RayBackend, echo: tuple[str, Artifact]) -> None:
     wrong = Artifact("default", "photons", "echo/1.photon", "0" * 64)
     handle = await backend.start_replica(replace(spec_for(echo, "r-wrong"), artifact=wrong))
     probe = await until_probe(backend, handle, lambda p: not p.alive, "r-wrong refused")
@@ -197,7 +198,7 @@ async def test_a_bundle_that_storage_serves_wrong_is_refused_on_the_node(
 
 
 async def test_killing_the_actor_kills_its_child(backend: RayBackend,
-                                                 echo: tuple[str, Path, Artifact]) -> None:
+                                                 echo: tuple[str, Artifact]) -> None:
     handle = await backend.start_replica(spec_for(echo, "r-killed"))
     await until_probe(backend, handle, lambda p: p.ready, "r-killed ready")
     assert replica_processes("r-killed")
@@ -208,7 +209,7 @@ async def test_killing_the_actor_kills_its_child(backend: RayBackend,
 
 
 async def test_a_new_control_plane_adopts_its_replicas_and_removes_unknown_ones(
-        backend: RayBackend, echo: tuple[str, Path, Artifact], cluster: SimulatedCluster,
+        backend: RayBackend, echo: tuple[str, Artifact], cluster: SimulatedCluster,
         tmp_path: Path) -> None:
     kept = await backend.start_replica(spec_for(echo, "r-kept"))
     orphan = await backend.start_replica(spec_for(echo, "r-orphan"))
@@ -233,7 +234,7 @@ async def test_a_new_control_plane_adopts_its_replicas_and_removes_unknown_ones(
 
 
 async def test_no_child_outlives_a_node_stopped_gracefully(
-        backend: RayBackend, echo: tuple[str, Path, Artifact], cluster: SimulatedCluster) -> None:
+        backend: RayBackend, echo: tuple[str, Artifact], cluster: SimulatedCluster) -> None:
     """Ray leaves a worker's children that lead their own session running when it stops a node."""
     node = cluster.add("spare", num_cpus=1)  # Ray starts a node from the main thread only
     handle = await backend.start_replica(spec_for(echo, "r-stopped", node=node))
@@ -246,7 +247,7 @@ async def test_no_child_outlives_a_node_stopped_gracefully(
 
 
 async def test_a_replica_on_a_lost_node_is_reported_lost(
-        backend: RayBackend, echo: tuple[str, Path, Artifact], cluster: SimulatedCluster) -> None:
+        backend: RayBackend, echo: tuple[str, Artifact], cluster: SimulatedCluster) -> None:
     """Last in this module: it removes a node."""
     node = cluster.node_id("gpu-b")
     handle = await backend.start_replica(spec_for(echo, "r-lost", node=node))

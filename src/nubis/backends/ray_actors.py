@@ -154,7 +154,8 @@ class ReplicaActor:
     async def _launch(self) -> None:
         p = self.payload
         sandbox = await asyncio.to_thread(node_sandbox, self.root, p["workspace"])
-        for folder in (self.root, self.root / "work"):
+        # workloads reach their own folders and bundles below (by name: no listing)
+        for folder in (self.root, self.root / "work", self.root / "artifacts"):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o711)
         (self.root / "logs").mkdir(mode=0o700, exist_ok=True)

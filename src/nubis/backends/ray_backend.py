@@ -8,10 +8,10 @@ actor outlives the control plane (``lifetime="detached"``) and is never restarte
 removes the ``nubis`` actors it does not know (``collect_orphans``).
 
 ``start_replica`` returns at once with no endpoint: the actor fetches the bundle and starts the
-server on its node, and ``probe`` learns the endpoint (``endpoint_of``). The replica key is made
-here and kept in the handle's ``ref``, as on the local backend. Storage is reached from every node
-with the URL and the options given here (S3 endpoint and credentials travel as the actor's
-arguments, never in the workload's env). Logs are pulled from the node into
+server on its node, and ``probe`` learns the endpoint (``ReplicaProbe.endpoint``, ``endpoint_of``).
+The replica key is made here and kept in the handle's ``ref``, as on the local backend. Storage is
+reached from every node with the URL and the options given here (S3 endpoint and credentials travel
+as the actor's arguments, never in the workload's env). Logs are pulled from the node into
 ``state_dir/logs/<id>.log`` on every probe, on stop and while followed, so they outlive the node.
 
 Every Ray call of the async methods runs off the event loop (awaited object refs, or
@@ -44,6 +44,7 @@ from nubis.backends.base import (
     Capacity,
     GpuCapability,
     LogsCapability,
+    NodeFetchCapability,
     ReplicaHandle,
     ReplicaProbe,
     ReplicaSpec,
@@ -136,7 +137,7 @@ class Seen:
     gpus: tuple[int, ...]
 
 
-class RayBackend(Backend, LogsCapability, GpuCapability):
+class RayBackend(Backend, NodeFetchCapability, LogsCapability, GpuCapability):
     name = "ray"
 
     def __init__(self, state_dir: Path, *, address: str, storage: str,
@@ -285,12 +286,14 @@ class RayBackend(Backend, LogsCapability, GpuCapability):
         if status["state"] in ("pending", "starting"):
             return ReplicaProbe(alive=True, ready=False)
         await self._pull_quietly(handle, actor)
+        endpoint = status["endpoint"]
         if status["state"] == "running":
-            return ReplicaProbe(alive=True, ready=await readyz(status["endpoint"]))
+            return ReplicaProbe(alive=True, ready=await readyz(endpoint), endpoint=endpoint)
         lines = self.read_logs(handle, tail=ERROR_LINES)
         if status["detail"]:
             lines.append(status["detail"])
-        return ReplicaProbe(alive=False, ready=False, exit_code=status["exit_code"], last_error_lines=lines)
+        return ReplicaProbe(alive=False, ready=False, exit_code=status["exit_code"], last_error_lines=lines,
+                            endpoint=endpoint)
 
     async def _gone(self, handle: ReplicaHandle) -> ReplicaProbe:
         """Its actor is dead: ``node_lost`` when the node it was on has died."""
