@@ -195,8 +195,7 @@ class RayBackend(Backend, NodeFetchCapability, LogsCapability, GpuCapability):
         await asyncio.to_thread(self._check_fits, spec)
         await self._free_name(spec.replica_id)
         run, key = secrets.token_hex(8), secrets.token_urlsafe(32)
-        actor = await asyncio.to_thread(self._create, spec, run, key)
-        actor.poll.remote()  # starts it as soon as Ray has placed it; any later call would too
+        await asyncio.to_thread(self._create, spec, run, key)
         log_path = self.log_path(spec.replica_id)
         handle = ReplicaHandle(
             replica_id=spec.replica_id, backend=self.name, endpoint=None, node=spec.node,
@@ -233,7 +232,9 @@ class RayBackend(Backend, NodeFetchCapability, LogsCapability, GpuCapability):
         if spec.node is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node, soft=False)
         payload = spec_payload(spec, run=run, key=key)
-        return self._actor_class.options(**options).remote(payload, self.storage, self.storage_options)
+        actor = self._actor_class.options(**options).remote(payload, self.storage, self.storage_options)
+        actor.poll.remote()  # starts it as soon as Ray has placed it; any later call would too
+        return actor
 
     async def _free_name(self, replica_id: str) -> None:
         """An earlier run of this id that has ended still holds the actor's name: kill it."""
