@@ -1,0 +1,249 @@
+"""The Ray backend's job worker actor: one detached named actor per rank of a gang, in its bundle.
+
+A ``WorkerActor`` is a ``ReplicaActor`` (``ray_actors.py``) that runs a job's command instead of the
+photon server: the same node folders, sandboxed start with the parent-death signal, node-local
+log read by the control plane, ``poll``/``stop``/``forget``. It is created first without its env
+(``prepare`` tells rank 0's free port for ``MASTER_PORT``), then ``start(env)`` runs it:
+
+1. fetch the job's code from storage (``ArtifactCache``, hash-checked) and unpack it as the cwd;
+2. the interpreter: the platform's, or a virtualenv of the job's requirements built on this node;
+3. restore ``.jobs/<job>/checkpoints/`` of the workspace's storage into ``NUBIS_CHECKPOINT_DIR``;
+4. run the command; while it runs, files changed in ``NUBIS_CHECKPOINT_DIR`` are pushed back every
+   ``SYNC_EVERY_S`` (and deleted ones deleted), so an attempt on another node resumes from them;
+5. at exit, a last push, then ``NUBIS_OUTPUT_DIR`` is uploaded to the job's outputs
+   (``.jobs/<job>/outputs/``, every rank into the same folder) before the exit code is reported.
+
+Everything of one worker lives in ``state/work/<worker>`` on its node (``code``, ``checkpoints``,
+``outputs``, ``tmp``, ``home``), removed by ``forget``. Only plain, singly linked files are pushed,
+each opened beneath its folder's descriptor without following links (the folders are the
+workload's; the actor runs as the node's nubis user).
+
+Imported only by the Ray backend, so ``ray`` (through ``ray_actors``) is imported at module top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from nubis.backends.artifacts import Artifact, ArtifactCache
+from nubis.backends.local_jobs import PYTHON_NAMES, local_storage, unpack_code
+from nubis.backends.local_processes import REPLICA_ID_ENV, SECRET_ENV
+from nubis.backends.local_venvs import venv_of
+from nubis.backends.ray_actors import ReplicaActor, _die_with_parent, free_port, launch_command, node_sandbox
+from nubis.backends.sandbox import Sandbox
+from nubis.errors import NubisError
+from nubis.models.jobs import job_outputs_path
+from nubis.storage import ObjectStore, Store
+
+log = logging.getLogger("nubis.backends.ray")
+
+SYNC_EVERY_S = 2.0
+FINISH_WAIT_S = 120.0
+"""How long ``stop`` waits for the last checkpoint push and the outputs upload."""
+
+Seen = dict[str, tuple[int, int]]
+"""A folder's plain files: relative path → (mtime in ns, size)."""
+
+
+def checkpoints_path(job_id: str) -> str:
+    """Where a job's ``NUBIS_CHECKPOINT_DIR`` is kept in its workspace's storage between attempts."""
+    return f".jobs/{job_id}/checkpoints"
+
+
+def _open_plain(name: str, dir_fd: int) -> int | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return fd
+    os.close(fd)
+    return None
+
+
+def push_folder(store: Store, folder: Path, prefix: str, known: Seen, *, delete: bool) -> Seen:
+    """Upload the files of ``folder`` that changed since ``known`` to ``prefix/``; with ``delete``,
+    delete there the ones gone since. Returns what the folder holds now."""
+    now: Seen = {}
+    if not folder.is_dir():
+        return known
+    for root, _dirs, names, root_fd in os.fwalk(folder, follow_symlinks=False):
+        for name in sorted(names):
+            rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+            fd = _open_plain(name, root_fd)
+            if fd is None:
+                continue
+            with os.fdopen(fd, "rb") as fh:
+                info = os.fstat(fh.fileno())
+                now[rel] = (info.st_mtime_ns, info.st_size)
+                if known.get(rel) == now[rel]:
+                    continue
+                try:
+                    store.put_file(f"{prefix}/{rel}", fh)
+                except NubisError as exc:
+                    log.warning("%s not saved to %s: %s", rel, prefix, exc)
+                    now.pop(rel)
+    for rel in known.keys() - now.keys() if delete else ():
+        with contextlib.suppress(NubisError):
+            store.delete(f"{prefix}/{rel}")
+    return now
+
+
+def pull_folder(store: Store, prefix: str, folder: Path) -> Seen:
+    """Download every file under ``prefix/`` into ``folder``; what it holds then."""
+    for obj in store.list(prefix + "/"):
+        store.download(obj.path, folder / obj.path[len(prefix) + 1:])
+    found: Seen = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            info = path.stat()
+            found[path.relative_to(folder).as_posix()] = (info.st_mtime_ns, info.st_size)
+    return found
+
+
+class WorkerActor(ReplicaActor):
+    """One rank of a gang on one node; started by ``start(env)``, once (``poll`` never starts it)."""
+
+    def __init__(self, payload: dict[str, Any], storage_url: str, storage_options: dict[str, Any]) -> None:
+        super().__init__(payload, storage_url, storage_options)
+        self.port: int | None = None
+        self.env: dict[str, str] | None = None
+        self.files: Store | None = None
+        self.checkpoints = self.work / "checkpoints"
+        self.outputs = self.work / "outputs"
+        self._pushed: Seen = {}
+        self._push_lock = asyncio.Lock()
+
+    def _ensure_started(self) -> None:
+        if self.env is not None:
+            super()._ensure_started()
+
+    async def prepare(self) -> dict[str, Any]:
+        """Where it is; rank 0 also reserves the port its rendezvous store listens on."""
+        if self.payload["rank"] == 0 and self.port is None:
+            self.port = free_port(self.host)
+        return {"node": self.node_id, "host": self.host, "gpus": list(self.gpus), "port": self.port}
+
+    async def start(self, env: dict[str, str]) -> dict[str, Any]:
+        """Run the command with ``env`` (the job's and its rank's); once."""
+        if self.env is None:
+            self.env = dict(env)
+            self._ensure_started()
+        return await self.poll()
+
+    async def _launch(self) -> None:
+        p = self.payload
+        workspace = p["workspace"]
+        sandbox = await asyncio.to_thread(node_sandbox, self.root, workspace)
+        for folder in (self.root, self.root / "work"):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o711)
+        (self.root / "logs").mkdir(mode=0o700, exist_ok=True)
+        await asyncio.to_thread(shutil.rmtree, self.work, True)
+        self.work.mkdir(mode=0o711)
+        store = await asyncio.to_thread(ObjectStore.from_url, self.storage_url, **self.storage_options)
+        self.files = store.files(workspace)
+        cwd = self.work / "code"
+        if p["code"] is not None:
+            self.detail = "fetching its code"
+            archive = await asyncio.to_thread(
+                ArtifactCache(store, self.root / "artifacts").fetch, Artifact.from_dict(p["code"]))
+            await asyncio.to_thread(unpack_code, archive, cwd)
+            await asyncio.to_thread(sandbox.give, cwd, workspace)
+        python = await self._python(list(p["requirements"]), workspace, sandbox)
+        self.detail = "restoring its checkpoints"
+        self.checkpoints.mkdir()
+        self._pushed = await asyncio.to_thread(pull_folder, self.files, checkpoints_path(p["job_id"]),
+                                               self.checkpoints)
+        for folder in (cwd, self.checkpoints, self.outputs, self.work / "tmp", self.work / "home"):
+            sandbox.own(folder, workspace)
+        await asyncio.to_thread(sandbox.give, self.checkpoints, workspace)
+        await self._run(self._command(python, sandbox), self._env(python, sandbox), cwd)
+
+    def _env(self, python: str, sandbox: Sandbox) -> dict[str, str]:
+        assert self.env is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and not SECRET_ENV.search(k)}
+        env.update(self.env)
+        bins = dict.fromkeys([str(Path(python).parent), str(Path(sys.executable).parent)])  # the job's first
+        env.update({
+            "CUDA_VISIBLE_DEVICES": ",".join(self.gpus),
+            REPLICA_ID_ENV: self.payload["replica_id"],
+            "NUBIS_CHECKPOINT_DIR": str(self.checkpoints),
+            "NUBIS_OUTPUT_DIR": str(self.outputs),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": os.pathsep.join([*bins, env.get("PATH", "")]),
+            **sandbox.env(self.payload["workspace"], tmp=self.work / "tmp", home=self.work / "home"),
+        })
+        if self.port is not None:
+            env["MASTER_PORT"] = str(self.port)
+        if "TORCHELASTIC_ERROR_FILE" not in self.env:  # torch.distributed.elastic's @record writes here
+            error_file = self.work / "tmp" / f"error-{self.payload['replica_id']}.json"
+            env["TORCHELASTIC_ERROR_FILE"] = str(error_file)
+        return env
+
+    def _command(self, python: str, sandbox: Sandbox) -> list[str]:
+        assert self.env is not None
+        argv = list(self.payload["command"])
+        if argv[0] in PYTHON_NAMES:
+            argv[0] = python
+        writable = [str(self.work / name) for name in ("code", "checkpoints", "outputs", "tmp", "home")]
+        storage = local_storage(self.env.get("NUBIS_STORAGE_URL"))
+        if storage is not None:  # a folder every node mounts at the same path
+            sandbox.share_storage(storage, self.payload["workspace"])
+            writable.append(str(storage))
+        policy = sandbox.policy(workspace=self.payload["workspace"], read=venv_of(python), write=writable,
+                                gang=int(self.env.get("WORLD_SIZE", "1")) > 1)
+        return launch_command(sandbox, argv, policy)
+
+    async def _run(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
+        with self.log_path.open("ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                start_new_session=True, preexec_fn=_die_with_parent)
+        self.state, self.detail = "running", ""
+        log.info("worker %s: pid %d, gpus [%s]", self.payload["replica_id"], self.process.pid,
+                 ",".join(self.gpus))
+        syncer = asyncio.get_running_loop().create_task(self._sync_checkpoints())
+        code = await self.process.wait()
+        syncer.cancel()
+        await self._push_checkpoints()
+        assert self.files is not None
+        try:
+            outputs = job_outputs_path(self.payload["job_id"])
+            await asyncio.to_thread(push_folder, self.files, self.outputs, outputs, {}, delete=False)
+        except (NubisError, OSError) as exc:
+            self.detail = f"its outputs could not be saved: {exc}"
+        self.exit_code, self.state = code, "exited"
+
+    async def _sync_checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_EVERY_S)
+            await self._push_checkpoints()
+
+    async def _push_checkpoints(self) -> None:
+        assert self.files is not None
+        async with self._push_lock:
+            try:
+                self._pushed = await asyncio.to_thread(push_folder, self.files, self.checkpoints,
+                                                       checkpoints_path(self.payload["job_id"]), self._pushed,
+                                                       delete=True)
+            except (NubisError, OSError) as exc:
+                log.warning("worker %s: checkpoints not pushed: %s", self.payload["replica_id"], exc)
+
+    async def stop(self, grace_s: float) -> int | None:
+        """As a replica's, then wait for the last checkpoint push and the outputs upload."""
+        code = await super().stop(grace_s)
+        if self._task is not None and self.process is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), FINISH_WAIT_S)
+        return self.exit_code if self.exit_code is not None else code
