@@ -17,7 +17,13 @@ from ray_cluster import SimulatedCluster, import_ray, simulated_cluster
 ray = import_ray()
 
 from nubis.backends.artifacts import Artifact  # noqa: E402 - after the skip when ray is missing
-from nubis.backends.base import ReplicaHandle, ReplicaProbe, ReplicaSpec  # noqa: E402
+from nubis.backends.base import (  # noqa: E402
+    NodeFetchCapability,
+    OrphansCapability,
+    ReplicaHandle,
+    ReplicaProbe,
+    ReplicaSpec,
+)
 from nubis.backends.ray_actors import NAMESPACE, actor_name  # noqa: E402
 from nubis.backends.ray_backend import RayBackend  # noqa: E402
 from nubis.errors import NoCapacityError  # noqa: E402
@@ -218,6 +224,7 @@ async def test_a_new_control_plane_adopts_its_replicas_and_removes_unknown_ones(
     [kept_pid] = replica_processes("r-kept")
 
     restarted = RayBackend(tmp_path / "restarted", address=cluster.address, storage=echo[0])
+    assert isinstance(restarted, OrphansCapability) and isinstance(restarted, NodeFetchCapability)
     stored = ReplicaHandle.from_dict(kept.to_dict())
     assert await restarted.adopt(stored)
     assert restarted.endpoint_of(stored) == backend.endpoint_of(kept)

@@ -45,6 +45,7 @@ from nubis.backends.base import (
     GpuCapability,
     LogsCapability,
     NodeFetchCapability,
+    OrphansCapability,
     ReplicaHandle,
     ReplicaProbe,
     ReplicaSpec,
@@ -137,7 +138,7 @@ class Seen:
     gpus: tuple[int, ...]
 
 
-class RayBackend(Backend, NodeFetchCapability, LogsCapability, GpuCapability):
+class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability, GpuCapability):
     name = "ray"
 
     def __init__(self, state_dir: Path, *, address: str, storage: str,
