@@ -162,6 +162,7 @@ class Replica(BaseModel):
     endpoint: str | None = Field(default=None, description="the replica's own URL")
     photon: str | None = Field(default=None, description="the 'name:version' this replica runs")
     restarts: int = 0
+    node: str | None = Field(default=None, description="the node it runs on")
     created_at: datetime | None = None
 
 

@@ -169,6 +169,7 @@ class Worker(BaseModel):
     status: OutputWorkerStatus
     exit_code: int | None = None
     reason: str | None = None
+    node: str | None = Field(default=None, description="the node it runs on")
 
 
 class Job(BaseModel):

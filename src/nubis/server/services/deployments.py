@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import LogsCapability, ReplicaHandle
+from nubis.backends.nodes import LOCAL_NODE
 from nubis.errors import ConflictError, NotFoundError, ValidationError
 from nubis.models.deployments import (
     Deployment,
@@ -215,6 +216,7 @@ def to_model(
                 endpoint=r.endpoint,
                 photon=f"{row.photon_name}:{r.photon_version}",
                 restarts=r.crashes,
+                node=(r.handle or {}).get("node") or (LOCAL_NODE if r.handle else None),
                 created_at=r.created_at,
             )
             for r in live

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import LogsCapability, ReplicaHandle
+from nubis.backends.nodes import LOCAL_NODE
 from nubis.errors import ConflictError, NotFoundError, ValidationError
 from nubis.models.jobs import (
     TERMINAL_JOB_STATUSES,
@@ -68,7 +69,8 @@ def to_model(row: JobRow, workers: list[JobWorkerRow]) -> Job:
         command=spec.command, requirements=spec.requirements, workers=spec.workers,
         resources=spec.resources, priority=row.priority, attempt=row.attempt, max_retries=spec.max_retries,
         worker_status=[
-            Worker(rank=w.rank, status=w.status, exit_code=w.exit_code, reason=w.reason)
+            Worker(rank=w.rank, status=w.status, exit_code=w.exit_code, reason=w.reason,
+                   node=(w.handle or {}).get("node") or LOCAL_NODE)
             for w in sorted(workers, key=lambda w: w.rank) if w.attempt == row.attempt
         ],
         metrics=row.metrics or {}, history=row.history or [], model=row.model_ref,
