@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -104,3 +106,33 @@ def photon_process(
             yield PhotonProcess(proc, url)
         finally:
             stop(proc)
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A local S3 (``moto_server``) on a free loopback port; its URL. Skips the test when moto is
+    not installed, and fails instead under ``CI``."""
+    if shutil.which("moto_server") is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("moto_server is not installed (pip install 'moto[server]')")
+        pytest.skip("moto_server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        stop(proc)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,43 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from nubis.server.settings import ServerSettings
 from nubis.storage import S3_BLOCK
 
 from platform_fixtures import Platform, running_platform
-from servers import free_port, stop
+from servers import S3_CREDENTIALS, moto_server
 
 API = "/api/v1/storage"
 MiB = 1 << 20
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = S3_CREDENTIALS
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    if shutil.which("moto_server") is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("moto_server is not installed (pip install 'moto[server]')")
-        pytest.skip("moto_server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
+    with moto_server() as url:
         yield url
-    finally:
-        stop(proc)
 
 
 @dataclass
