@@ -10,10 +10,14 @@ bundle, never restarted by Ray (``max_restarts=0``: nubis retries the whole gang
 reserves ``MASTER_PORT`` on its node; each rank gets torchrun's env from the nodes the group's
 bundles landed on (``nodes.rank_envs``). A failure part-way removes whatever started.
 
-Worker handles have ``ref["kind"] == "worker"``; ``probe_worker``, ``stop_worker``, ``adopt_worker``
-and ``collect_gang_orphans`` are what ``RayBackend.probe``, ``stop_replica``, ``adopt`` and
-``collect_orphans`` call for them. Stopping the last worker of a gang removes its group; so does
-``forget_job`` for every attempt of the job.
+Worker handles have ``ref["kind"] == "worker"`` (``is_worker``): ``RayBackend.probe``,
+``stop_replica``, ``adopt`` and ``follow_logs`` hand them to ``probe_worker``, ``stop_worker``,
+``adopt_worker`` and ``worker_status``, and ``collect_orphans`` adds ``collect_gang_orphans``; the
+logs are pulled and read as a replica's (``pull_logs``, ``read_logs``: same actor methods).
+Stopping the last worker of a gang removes its group; so does
+``forget_job`` for every attempt of the job. The checkpoints stay in storage for
+``CHECKPOINT_RETENTION_S`` after the job ended (``forget_job``), as on the local backend; then
+``sweep_jobs`` deletes them.
 
 Checkpoints live in the workspace's storage (``.jobs/<job>/checkpoints/``, pushed by the workers
 every few seconds and at exit) and outputs are uploaded by the workers at exit, so neither is on
@@ -29,6 +33,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import shutil
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,12 +45,14 @@ from ray.util.placement_group import NODE_ID_LABEL_KEY, PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from nubis.backends.base import Environment, GangSpec, JobsCapability, ReplicaHandle, ReplicaProbe
+from nubis.backends.local_jobs import CHECKPOINT_RETENTION_S, ENDED
 from nubis.backends.local_processes import REPLICA_ID
 from nubis.backends.nodes import rank_envs
 from nubis.backends.ray_actors import NAMESPACE
 from nubis.backends.ray_gang_actors import WorkerActor, checkpoints_path
-from nubis.errors import BundleError, NoCapacityError
+from nubis.errors import BundleError, NoCapacityError, NotFoundError
 from nubis.models.resources import format_size
+from nubis.storage import ObjectStore
 
 log = logging.getLogger("nubis.backends.ray")
 
@@ -58,6 +65,7 @@ CALL_TIMEOUT_S = 2.0
 NAME_FREED_S = 10.0
 LIVE = ("pending", "starting", "running")
 ERROR_LINES = 20
+WORKSPACE_FILE = "workspace"
 
 
 def worker_name(worker_id: str) -> str:
@@ -108,7 +116,10 @@ class RayJobs(JobsCapability):
     storage: str
     storage_options: dict[str, Any]
 
-    # the job's folders: in storage and on the nodes, none on the control plane
+    # the job's folders: in storage and on the nodes; here only which workspace a job is of
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.state_dir / "jobs" / job_id
 
     def checkpoint_dir(self, job_id: str) -> str:
         """The workspace storage path the workers' ``NUBIS_CHECKPOINT_DIR`` is kept in."""
@@ -116,7 +127,7 @@ class RayJobs(JobsCapability):
 
     def output_dir(self, job_id: str) -> str:
         """A folder that never exists here: the workers upload their outputs themselves."""
-        return str(self.state_dir / "jobs" / job_id / "outputs-uploaded-by-the-workers")
+        return str(self.job_dir(job_id) / "outputs-uploaded-by-the-workers")
 
     def forget_job(self, job_id: str) -> None:
         """Remove whatever of the job is still on the cluster (every attempt's group and workers)."""
@@ -127,6 +138,31 @@ class RayJobs(JobsCapability):
         for name in self._group_names():
             if name.startswith(f"{GANG_PREFIX}{job_id}-"):
                 self._remove_group(name)
+        if self.job_dir(job_id).is_dir():
+            (self.job_dir(job_id) / ENDED).touch()
+
+    def sweep_jobs(self, *, now: float, retention_s: float = CHECKPOINT_RETENTION_S) -> int:
+        """Delete from storage the checkpoints of the jobs that ended over ``retention_s`` ago."""
+        try:
+            folders = list((self.state_dir / "jobs").iterdir())
+        except FileNotFoundError:
+            return 0
+        store: ObjectStore | None = None
+        removed = 0
+        for folder in folders:
+            try:
+                ended = (folder / ENDED).stat().st_mtime
+                workspace = (folder / WORKSPACE_FILE).read_text().strip()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if now - ended <= retention_s:
+                continue
+            store = store or ObjectStore.from_url(self.storage, **self.storage_options)
+            with contextlib.suppress(NotFoundError):
+                store.files(workspace).delete(checkpoints_path(folder.name), recursive=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        return removed
 
     def prepare_environment(self, workspace: str, requirements: Sequence[str]) -> Environment:
         """Ready: each worker installs the job's requirements on its node (a virtualenv cached per
@@ -143,6 +179,7 @@ class RayJobs(JobsCapability):
             raise BundleError(f"job {spec.job_id}: Ray's nodes fetch a job's code from storage, and the spec "
                               "names none")
         await self._free_worker_names(spec)
+        await asyncio.to_thread(self._record_job, spec)
         group = await asyncio.to_thread(self._place, spec)
         run = secrets.token_hex(8)
         actors: list[ActorHandle] = []
@@ -160,6 +197,13 @@ class RayJobs(JobsCapability):
         log.info("started job %s attempt %d: %d worker(s) on %s", spec.job_id, spec.attempt, spec.workers,
                  ", ".join(nodes))
         return [self._worker_handle(spec, rank, run, node) for rank, node in enumerate(nodes)]
+
+    def _record_job(self, spec: GangSpec) -> None:
+        """Which workspace's storage holds the job's checkpoints (``sweep_jobs`` deletes them)."""
+        folder = self.job_dir(spec.job_id)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (folder / WORKSPACE_FILE).write_text(spec.workspace)
+        (folder / ENDED).unlink(missing_ok=True)
 
     def _worker_handle(self, spec: GangSpec, rank: int, run: str, node: str) -> ReplicaHandle:
         worker_id = spec.worker_id(rank)
@@ -264,7 +308,7 @@ class RayJobs(JobsCapability):
 
     # worker handles (RayBackend's probe, stop_replica, adopt and collect_orphans call these)
 
-    async def _worker_status(self, handle: ReplicaHandle, timeout: float = CALL_TIMEOUT_S,
+    async def worker_status(self, handle: ReplicaHandle, timeout: float = CALL_TIMEOUT_S,
                              ) -> tuple[dict[str, Any] | None, ActorHandle | None]:
         actor = await asyncio.to_thread(self._worker_actor, handle)
         status = None if actor is None else await self._ask(actor, timeout)  # type: ignore[attr-defined]
@@ -275,7 +319,7 @@ class RayJobs(JobsCapability):
     async def probe_worker(self, handle: ReplicaHandle) -> ReplicaProbe:
         """Alive while its command runs; its exit code once it ended; ``node_lost`` when its actor
         died with its node. Pulls its log to the control plane."""
-        status, actor = await self._worker_status(handle)
+        status, actor = await self.worker_status(handle)
         if status is None:
             return await self._gone(handle)  # type: ignore[attr-defined, no-any-return]
         if status["state"] in ("pending", "starting"):
@@ -291,7 +335,7 @@ class RayJobs(JobsCapability):
     async def stop_worker(self, handle: ReplicaHandle, *, grace_s: float = 30.0) -> None:
         """Stop its command (SIGTERM, SIGKILL after ``grace_s``; its checkpoints and outputs saved),
         kill its actor; the last worker of a gang removes the group."""
-        status, actor = await self._worker_status(handle)
+        status, actor = await self.worker_status(handle)
         if actor is not None:
             if status is not None and status["state"] != "pending":
                 with contextlib.suppress(RayError, TimeoutError):
@@ -313,7 +357,7 @@ class RayJobs(JobsCapability):
         log.info("stopped worker %s", handle.replica_id)
 
     async def adopt_worker(self, handle: ReplicaHandle) -> bool:
-        status, _ = await self._worker_status(handle, timeout=5 * CALL_TIMEOUT_S)
+        status, _ = await self.worker_status(handle, timeout=5 * CALL_TIMEOUT_S)
         return status is not None and status["state"] in LIVE
 
     async def collect_gang_orphans(self, known_ids: Collection[str]) -> int:
