@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contract_backends import BACKENDS, Harness, make_harness
 from nubis.backends.artifacts import Artifact, ArtifactCache
 from nubis.backends.base import (
     Backend,
@@ -33,6 +32,8 @@ from nubis.backends.base import (
 from nubis.models.resources import Resources
 from nubis.photon.runtime import REPLICA_KEY_HEADER
 from nubis.storage import ObjectStore
+
+from contract_backends import BACKENDS, Harness, make_harness
 
 pytestmark = pytest.mark.timeout(600)
 WAIT_S = 120.0

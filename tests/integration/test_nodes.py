@@ -10,7 +10,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from fake_backend import FakeBackend, node
 from nubis.backends.base import ReplicaSpec
 from nubis.backends.nodes import LOCAL_NODE
 from nubis.server.app import build_context, create_app, prepare
@@ -18,6 +17,7 @@ from nubis.server.orm import DeploymentRow, ReplicaRow, WorkspaceRow
 from nubis.server.reconcilers.nodes import NodeWatcher
 from nubis.server.settings import ServerSettings
 
+from fake_backend import FakeBackend, node
 from platform_fixtures import Platform
 
 

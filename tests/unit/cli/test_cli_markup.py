@@ -10,7 +10,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli_stubs import StubClient
 from nubis.cli import deployments, jobs, render, storage, tokens
 from nubis.cli.main import app
 from nubis.errors import NotFoundError
@@ -19,6 +18,8 @@ from nubis.models.deployments import Deployment, DeploymentEvent, Replica
 from nubis.models.jobs import Job, JobEvent, Worker
 from nubis.models.storage import StorageObject
 from nubis.models.workspaces import AuditEvent
+
+from cli_stubs import StubClient
 
 MARKUP = ["[/bold]", "[rank 1]", "[red]x[/red]"]
 TEXT = " ".join(MARKUP)  # "[/bold] [rank 1] [red]x[/red]"

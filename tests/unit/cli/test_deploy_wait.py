@@ -10,12 +10,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli_stubs import StubClient
 from nubis.cli import deployments, models, render
 from nubis.cli.main import app
 from nubis.client import deployments as sdk
 from nubis.models.deployments import Deployment, Replica
 from nubis.models.resources import Resources
+
+from cli_stubs import StubClient
 
 WAITING = "waiting for resources: needs 1 CPU; free 0 CPU"
 

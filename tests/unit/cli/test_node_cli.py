@@ -11,11 +11,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli_stubs import StubClient
 from nubis.cli import jobs, nodes, render
 from nubis.cli.main import app
 from nubis.models.jobs import Job
 from nubis.models.nodes import Node, NodeDetail, NodeEvent, NodeResources, NodeWorkload
+
+from cli_stubs import StubClient
 
 GPU_NODE = Node(id="0f3a9c2e7b1d4c5a", address="10.0.0.2", alive=False, death_reason="missing heartbeats",
                 total=NodeResources(cpu=8, memory=32 * 2**30, gpu=2),

@@ -11,10 +11,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli_stubs import StubClient
 from nubis.cli import render, workspaces
 from nubis.cli.main import app
 from nubis.models.workspaces import Workspace
+
+from cli_stubs import StubClient
 
 WS = Workspace(id="w1", name="research", storage_quota_bytes=10 * 2**30, cpu_quota=1.5,
                memory_quota=4 * 2**30, gpu_quota=None, created_at=datetime(2026, 1, 2, tzinfo=UTC))

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import rows
-from fake_backend import FakeBackend, node
 from nubis.server.context import ServerContext
 from nubis.server.orm import DeploymentEventRow, DeploymentRow, JobRow, JobWorkerRow, ReplicaRow
 from nubis.server.reconcilers.deployments import DeploymentReconciler
 from nubis.server.reconcilers.jobs import JobReconciler
+
+import rows
+from fake_backend import FakeBackend, node
 
 GIB = 2**30
 
