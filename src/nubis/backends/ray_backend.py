@@ -54,6 +54,7 @@ from nubis.backends.local import readyz
 from nubis.backends.local_processes import REPLICA_ID, tail_lines
 from nubis.backends.nodes import Amounts, NodeInfo
 from nubis.backends.ray_actors import NAMESPACE, REPLICA_PREFIX, ReplicaActor, actor_name, spec_payload
+from nubis.backends.ray_jobs import RayJobs, is_worker
 from nubis.errors import BundleError, NoCapacityError
 from nubis.models.resources import format_size
 
@@ -138,7 +139,7 @@ class Seen:
     gpus: tuple[int, ...]
 
 
-class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability, GpuCapability):
+class RayBackend(Backend, RayJobs, NodeFetchCapability, OrphansCapability, LogsCapability, GpuCapability):
     name = "ray"
 
     def __init__(self, state_dir: Path, *, address: str, storage: str,
@@ -282,6 +283,8 @@ class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability
         return status, actor
 
     async def probe(self, handle: ReplicaHandle) -> ReplicaProbe:
+        if is_worker(handle):
+            return await self.probe_worker(handle)
         status, actor = await self._status(handle)
         if status is None:
             return await self._gone(handle)
@@ -310,6 +313,9 @@ class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability
         return ReplicaProbe(alive=False, ready=False, last_error_lines=lines, node_lost=lost)
 
     async def stop_replica(self, handle: ReplicaHandle, *, grace_s: float = 30.0) -> None:
+        if is_worker(handle):
+            await self.stop_worker(handle, grace_s=grace_s)
+            return
         status, actor = await self._status(handle)
         if actor is None:
             return
@@ -326,6 +332,8 @@ class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability
     async def adopt(self, handle: ReplicaHandle) -> bool:
         if handle.backend != self.name:
             return False
+        if is_worker(handle):
+            return await self.adopt_worker(handle)
         status, _ = await self._status(handle, timeout=5 * CALL_TIMEOUT_S)
         return status is not None and status["state"] in LIVE
 
@@ -341,7 +349,7 @@ class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability
             if actor is not None:
                 await asyncio.to_thread(ray.kill, actor, no_restart=True)
                 log.warning("removed orphaned replica actor %s", actor_name(replica_id))
-        return len(orphans)
+        return len(orphans) + await self.collect_gang_orphans(known_ids)
 
     def endpoint_of(self, handle: ReplicaHandle) -> str | None:
         """The endpoint the last ``probe`` or ``adopt`` learnt (``handle.endpoint`` stays None)."""
@@ -403,7 +411,8 @@ class RayBackend(Backend, NodeFetchCapability, OrphansCapability, LogsCapability
                 yield line
             pending = b""
             while True:
-                status, actor = await self._status(handle)
+                status, actor = await (self.worker_status(handle) if is_worker(handle)
+                                       else self._status(handle))
                 if actor is not None:
                     await self._pull_quietly(handle, actor)
                 pending += fh.read()

@@ -1,0 +1,122 @@
+"""nubis on a Ray cluster as a user runs it: a simulated 3-node cluster on loopback (a head with no
+workload resources, two GPU nodes, one CPU node), S3 on a local moto_server, a real
+`nubis up --backend ray` and the CLI. The tests run in file order on one cluster; the last one
+takes a node away."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from platform_process import PlatformProcess, nubis_up
+from ray_cluster import SimulatedCluster, import_ray, simulated_cluster
+from servers import EXAMPLES, S3_CREDENTIALS, moto_server
+
+import_ray()
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+WAIT_S = 180.0
+
+
+@dataclass
+class Cluster:
+    ray: SimulatedCluster
+    platform: PlatformProcess
+
+    def cli(self, *args: str) -> str:
+        done = self.platform.cli(*args, cwd=EXAMPLES.parent, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--output", "json"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    saved = {k: os.environ.get(k) for k in [*S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL"]}
+    with moto_server() as s3_url:
+        os.environ.update({**S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL": s3_url})
+        bucket = f"nubis-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=bucket)
+        try:
+            with simulated_cluster(tmp_path_factory.mktemp("nodes")) as ray_cluster, nubis_up(
+                    tmp_path_factory.mktemp("platform") / "home", "--backend", "ray", "--ray-address",
+                    ray_cluster.address, "--storage", f"s3://{bucket}/nubis", timeout=180) as platform:
+                yield Cluster(ray_cluster, platform)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.5)
+
+
+def test_nodes_are_listed_with_capacity_and_labels(cluster: Cluster) -> None:
+    nodes = {n["id"]: n for n in cluster.json("node", "list")}
+    ids = {name: cluster.ray.node_id(name) for name in ("gpu-a", "gpu-b", "cpu")}
+    assert set(ids.values()) <= set(nodes)
+    assert nodes[ids["gpu-a"]]["labels"] == {"nubis.io/pool": "a100"}
+    assert nodes[ids["gpu-b"]]["total"]["gpu"] == 2 and nodes[ids["cpu"]]["total"]["gpu"] == 0
+    assert all(n["alive"] for n in nodes.values())
+
+
+def test_gpu_replicas_land_on_gpu_nodes_and_serve_through_the_gateway(cluster: Cluster) -> None:
+    cluster.cli("deploy", "examples/echo", "--name", "echo", "--min", "2", "--max", "2", "--gpu", "1",
+                "--cpu", "0.5", "--memory", "256Mi", "--timeout", "240")
+    replicas = cluster.json("deployment", "get", "echo")["replicas"]
+    gpu_nodes = {cluster.ray.node_id("gpu-a"), cluster.ray.node_id("gpu-b")}
+    assert len(replicas) == 2 and {r["node"] for r in replicas} == gpu_nodes  # one on each
+    token = cluster.platform.admin_token
+    with httpx.Client(timeout=30) as http:
+        answers = [http.post(f"{cluster.platform.gateway_url}/default/echo/echo", json={"text": f"hi {i}"},
+                             headers={"authorization": f"Bearer {token}"}) for i in range(20)]
+    assert [a.status_code for a in answers] == [200] * 20
+
+
+def test_node_labels_pick_the_node(cluster: Cluster) -> None:
+    cluster.cli("deploy", "echo", "--name", "pinned", "--cpu", "0.25", "--memory", "128Mi",
+                "--node-label", "nubis.io/pool=a100", "--timeout", "240")
+    (replica,) = cluster.json("deployment", "get", "pinned")["replicas"]
+    assert replica["node"] == cluster.ray.node_id("gpu-a")
+    cluster.cli("deployment", "delete", "pinned")
+
+
+def test_a_lost_node_s_replica_is_replaced_on_another_node(cluster: Cluster) -> None:
+    replicas = cluster.json("deployment", "get", "echo")["replicas"]
+    lost = cluster.ray.node_id("gpu-b")
+    assert lost in {r["node"] for r in replicas}
+    cluster.ray.add("gpu-c", num_cpus=2, num_gpus=2)  # where the replica can go
+    cluster.ray.remove("gpu-b", graceful=False)
+
+    def replaced() -> bool:
+        now = cluster.json("deployment", "get", "echo")["replicas"]
+        ready = [r for r in now if r["status"] == "ready"]
+        return len(ready) == 2 and lost not in {r["node"] for r in ready}
+
+    until(replaced, "two ready replicas, none on the lost node")
+    node = cluster.json("node", "get", lost[:12])
+    assert node["alive"] is False
+    assert [e["kind"] for e in node["events"]][-1] == "lost"
+    events = cluster.cli("deployment", "events", "echo")
+    assert "its node was lost" in events
