@@ -74,6 +74,17 @@ async def test_one_failed_worker_stops_the_gang_which_retries_then_fails(platfor
     assert "retry 1 of 1" in messages
 
 
+async def test_an_error_recorded_by_torch_elastic_is_the_failure_s_reason(sqlite_platform: Platform) -> None:
+    script = ("from torch.distributed.elastic.multiprocessing.errors import record\n"
+              "@record\ndef main():\n    raise ValueError('loss is nan at step 7')\n"
+              "main()\n")
+    await submit(sqlite_platform, name="recorded", command=[PY, "-c", script],
+                 resources={"cpu": 0.5, "memory": "256Mi"})
+    done = await wait_job(sqlite_platform, "recorded", {"failed"}, timeout=90)
+    assert done["reason"].endswith("error reported by the script (torch.distributed.elastic): "
+                                   "ValueError: loss is nan at step 7"), done["reason"]
+
+
 async def test_following_a_workers_logs_goes_through_retries_until_the_end(sqlite_platform: Platform) -> None:
     p = sqlite_platform
     script = ("import os, sys, time\n"

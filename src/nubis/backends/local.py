@@ -36,7 +36,7 @@ from nubis.backends.base import (
     ReplicaProbe,
     ReplicaSpec,
 )
-from nubis.backends.local_jobs import LocalJobs, read_exit_code
+from nubis.backends.local_jobs import LocalJobs, elastic_error, read_exit_code
 from nubis.backends.local_processes import (
     REPLICA_ID,
     REPLICA_ID_ENV,
@@ -223,10 +223,11 @@ class LocalBackend(Backend, LogsCapability, GpuCapability, LocalJobs):
             if exit_code is None:
                 exit_code = (replica.exit_code if replica is not None
                              else self._exit_codes.get((handle.replica_id, int(handle.ref.get("pid", -1)))))
-            return ReplicaProbe(
-                alive=False, ready=False, exit_code=exit_code,
-                last_error_lines=self.read_logs(handle, tail=ERROR_LINES),
-            )
+            lines = self.read_logs(handle, tail=ERROR_LINES)
+            error = elastic_error(handle.ref.get("error_file")) if exit_code else None
+            if error:
+                lines.append(f"error reported by the script (torch.distributed.elastic): {error}")
+            return ReplicaProbe(alive=False, ready=False, exit_code=exit_code, last_error_lines=lines)
         return ReplicaProbe(alive=True, ready=await readyz(handle.endpoint))
 
     async def stop_replica(self, handle: ReplicaHandle, *, grace_s: float = 30.0) -> None:

@@ -12,6 +12,7 @@ them (``local_venvs.py``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -68,6 +69,20 @@ def read_exit_code(path: str | None) -> int | None:
     try:
         return int(Path(path).read_text().strip())
     except (OSError, ValueError):
+        return None
+
+
+def elastic_error(path: str | None) -> str | None:
+    """What ``torch.distributed.elastic``'s ``@record`` wrote on the way out (its error file), e.g.
+    ``ValueError: loss is nan``; None when nothing was written or it cannot be read."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            message = json.load(fh)["message"]
+        text = message["message"] if isinstance(message, dict) else message
+        return str(text)[:1000] if text else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -201,8 +216,10 @@ class LocalJobs(JobsCapability):
             "PATH": os.pathsep.join([*bins, env.get("PATH", "")]),
             **sandbox.env(spec.workspace, tmp=job_dir / "tmp", home=job_dir / "tmp"),
         })
+        error_file = job_dir / "tmp" / f"error-{spec.worker_id}.json"
+        error_file.unlink(missing_ok=True)  # an earlier attempt's
         if "TORCHELASTIC_ERROR_FILE" not in spec.env:  # torch.distributed.elastic's @record writes here
-            env["TORCHELASTIC_ERROR_FILE"] = str(job_dir / "tmp" / f"error-{spec.worker_id}.json")
+            env["TORCHELASTIC_ERROR_FILE"] = str(error_file)
         writable = [str(cwd), self.checkpoint_dir(spec.job_id), str(outputs), str(job_dir / "tmp")]
         storage = local_storage(env.get("NUBIS_STORAGE_URL"))
         if storage is not None:
@@ -225,6 +242,7 @@ class LocalJobs(JobsCapability):
                 "start_time": process_start_time(process.pid) or "",
                 "log": str(log_path),
                 "exit_file": str(exit_file),
+                "error_file": env.get("TORCHELASTIC_ERROR_FILE", ""),
                 "millicpu": str(allocation.millicpu),
                 "memory": str(allocation.memory),  # type: ignore[attr-defined]
                 "gpus": ",".join(map(str, gpus)),
