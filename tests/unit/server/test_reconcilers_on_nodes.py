@@ -56,6 +56,23 @@ async def test_replicas_go_where_their_labels_and_capacity_say(ctx: ServerContex
                               "the largest has 2 CPU, 14.00 GiB, 0 GPU (of 1 node(s))")
 
 
+async def test_a_deployment_s_replicas_spread_over_nodes(ctx: ServerContext, fake: FakeBackend) -> None:
+    await rows.deployment(ctx, "spread", resources={"cpu": 0.5, "memory": "256Mi"},
+                          autoscaling={"min_replicas": 2, "max_replicas": 3})
+    reconciler = DeploymentReconciler(ctx)
+    await reconciler.reconcile_once()
+    first = [fake.replicas[r.id].node for r in await replicas(ctx, "spread")]
+    assert len(set(first)) == 2  # the same round: not both on the node with the most room
+    async with ctx.db.sessions() as session:
+        dep = await session.scalar(select(DeploymentRow).where(DeploymentRow.name == "spread"))
+        assert dep is not None
+        dep.spec = {**dep.spec, "autoscaling": {**dep.spec["autoscaling"], "min_replicas": 3}}
+        await session.commit()
+    await reconciler.reconcile_once()  # a later round: the third goes where none runs yet
+    assert sorted(fake.replicas[r.id].node for r in await replicas(ctx, "spread")) == [
+        "cpu-c", "gpu-a", "gpu-b"]
+
+
 async def test_a_lost_node_s_replicas_are_replaced_on_another(ctx: ServerContext, fake: FakeBackend) -> None:
     await rows.deployment(ctx, "web", resources={"cpu": 2, "memory": "1Gi"},
                           autoscaling={"min_replicas": 2, "max_replicas": 2})

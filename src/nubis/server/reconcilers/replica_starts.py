@@ -28,6 +28,8 @@ from nubis.server.scheduler.demand import Demand
 from nubis.server.scheduler.placement import Nodes, Strategy, vec, views
 from nubis.server.services import photons, secrets
 
+LIVE = ("starting", "ready", "draining")
+
 
 @dataclass(frozen=True)
 class StartOrder:
@@ -49,9 +51,11 @@ class ReplicaStarts:
         self.cache = ArtifactCache(ctx.store, ctx.settings.home / "cache" / "photons")
         self.orders: list[StartOrder] = []
         self.nodes = Nodes([], [])
+        self._placed: dict[str, set[str]] = {}  # deployment → nodes given a replica this round
 
     def begin_round(self, nodes: Sequence[NodeInfo]) -> None:
         self.orders = []
+        self._placed = {}
         self.nodes = Nodes(views(nodes, free=True), views(nodes, free=False))
 
     async def plan(self, session: AsyncSession, dep: DeploymentRow, workspace: str, spec: DeploymentSpec,
@@ -65,7 +69,8 @@ class ReplicaStarts:
                              "from the registry")
         resources = spec.resources or PhotonManifest.model_validate(row.manifest).resources
         need = vec(Demand(cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu))
-        placement = self.nodes.place(need, 1, Strategy.pack, spec.node_selector)
+        placement = self.nodes.place(need, 1, Strategy.pack, spec.node_selector,
+                                     avoid=await self._nodes_of(session, dep))
         if not placement.placed:
             never = self.nodes.never(need, 1, Strategy.pack, spec.node_selector)
             raise NoCapacityError(placement.reason if never.placed else f"can never fit: {never.reason}")
@@ -75,10 +80,17 @@ class ReplicaStarts:
         path = photons.bundle_path(row.name, row.version)
         artifact = Artifact(workspace, "photons", path, row.content_hash)
         self.nodes.take(placement.nodes, need)
+        self._placed.setdefault(dep.id, set()).add(placement.nodes[0])
         self.orders.append(StartOrder(replica.id, replica.generation, ReplicaSpec(
             replica_id=replica.id, deployment=dep.name, workspace=workspace, bundle=None,
             content_hash=row.content_hash, env=env, resources=resources, artifact=artifact,
             node=placement.nodes[0])))
+
+    async def _nodes_of(self, session: AsyncSession, dep: DeploymentRow) -> set[str]:
+        """Where the deployment's replicas run: a new one goes elsewhere when it can (spread)."""
+        handles = (await session.scalars(select(ReplicaRow.handle).where(
+            ReplicaRow.deployment_id == dep.id, ReplicaRow.status.in_(LIVE)))).all()
+        return {h["node"] for h in handles if h and h.get("node")} | self._placed.get(dep.id, set())
 
     async def launch_all(self) -> list[StartResult]:
         orders, self.orders = self.orders, []

@@ -13,7 +13,7 @@ gang asks for the same resources. Amounts are integers (millicores, bytes, GPUs)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -79,8 +79,9 @@ def place(nodes: Sequence[NodeView], per_worker: Demand, workers: int = 1, *,
 
 def place_amounts(nodes: Sequence[NodeView], amounts: Mapping[str, Vec], need: Vec, workers: int, *,
                   strategy: Strategy = Strategy.pack, selector: Mapping[str, str] | None = None,
-                  unit: str = "worker") -> Placement:
-    """:func:`place` with each node's amounts given apart (``amounts[node.id]``), in integers."""
+                  unit: str = "worker", avoid: Collection[str] = ()) -> Placement:
+    """:func:`place` with each node's amounts given apart (``amounts[node.id]``), in integers;
+    nodes in ``avoid`` (where a deployment's other replicas run) are used last."""
     if workers < 1:
         raise ValueError(f"a gang needs at least one worker, got {workers}")
     selector = selector or {}
@@ -89,7 +90,7 @@ def place_amounts(nodes: Sequence[NodeView], amounts: Mapping[str, Vec], need: V
         wanted = ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
         return Placement(reason=f"no alive node has the labels {wanted}" if selector else "no alive node")
     room = {n.id: _how_many(amounts[n.id], need) for n in eligible}
-    order = sorted(eligible, key=lambda n: (-room[n.id], n.id))  # fullest fit first, then stable
+    order = sorted(eligible, key=lambda n: (n.id in avoid, -room[n.id], n.id))  # most room first
     chosen: list[str] = []
     for node in order:
         take = min(room[node.id], 1 if strategy is Strategy.spread else workers - len(chosen))
@@ -113,11 +114,12 @@ class Nodes:
         self._never: dict[tuple[object, ...], Placement] = {}
 
     def place(self, need: Vec, workers: int, strategy: Strategy, selector: Mapping[str, str],
-              freed: Mapping[str, Vec] | None = None) -> Placement:
+              freed: Mapping[str, Vec] | None = None, avoid: Collection[str] = ()) -> Placement:
         amounts = self.free
         if freed:
             amounts = {k: _add(v, freed.get(k, (0, 0, 0))) for k, v in self.free.items()}
-        return place_amounts(self.views, amounts, need, workers, strategy=strategy, selector=selector)
+        return place_amounts(self.views, amounts, need, workers, strategy=strategy, selector=selector,
+                             avoid=avoid)
 
     def never(self, need: Vec, workers: int, strategy: Strategy, selector: Mapping[str, str]) -> Placement:
         """The placement on empty nodes (their totals), remembered for the round."""
