@@ -62,6 +62,20 @@ with open(os.path.join(os.environ["NUBIS_CHECKPOINT_DIR"], "step.txt")) as fh:
 print("resumed from:", found, flush=True)
 sys.exit(0 if found == "written by attempt 1" else 3)
 """
+FAIL_ON_RANK_1 = """\
+import os, time
+rank = int(os.environ["RANK"])
+print("rank", rank, "gpus", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+if rank:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    @record
+    def main():
+        raise ValueError("loss is nan at step 7")
+
+    main()
+time.sleep(3600)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +211,13 @@ async def test_a_gang_ray_cannot_place_is_refused_and_leaves_no_group(
 
 async def test_a_rank_exiting_1_shows_its_code_and_stop_leaves_nothing(
         backend: RayBackend, cluster: SimulatedCluster, storage: str) -> None:
-    command = ("python", "-c", "import os, sys, time; rank = int(os.environ['RANK']); "
-                               "print('rank', rank, 'gpus', os.environ['CUDA_VISIBLE_DEVICES'], flush=True); "
-                               "rank and sys.exit(1); time.sleep(3600)")
+    command = ("python", "-c", FAIL_ON_RANK_1)
     nodes = (cluster.node_id("gpu-a"),) * 2
     handles = await backend.start_gang(gang(storage, "fails", nodes, command=command, gpu=1))
     failed = await until_probe(backend, handles[1], lambda p: not p.alive, "rank 1 exited")
     assert failed.exit_code == 1 and failed.node_lost is None
+    assert failed.last_error_lines[-1] == ("error reported by the script (torch.distributed.elastic): "
+                                           "ValueError: loss is nan at step 7")
     running = await until_probe(backend, handles[0], lambda p: bool(backend.read_logs(handles[0])),
                                 "rank 0 running")
     assert running.alive and running.exit_code is None and worker_processes("fails-1-0")
@@ -212,7 +226,7 @@ async def test_a_rank_exiting_1_shows_its_code_and_stop_leaves_nothing(
     assert {gpu_0, gpu_1} == {"0", "1"}  # one GPU each, from Ray
 
     followed = [line async for line in backend.follow_logs(handles[1], from_start=True)]
-    assert followed == [f"rank 1 gpus {gpu_1}"]  # ends: the worker has exited
+    assert followed[0] == f"rank 1 gpus {gpu_1}"  # and it ends: the worker has exited
     await stop_all(backend, handles, "fails")
     assert not (await backend.probe(handles[0])).alive
     await backend.stop_replica(handles[0])  # already gone: not an error

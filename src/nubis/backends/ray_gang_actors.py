@@ -15,8 +15,7 @@ log read by the control plane, ``poll``/``stop``/``forget``. It is created first
 
 Everything of one worker lives in ``state/work/<worker>`` on its node (``code``, ``checkpoints``,
 ``outputs``, ``tmp``, ``home``), removed by ``forget``. Only plain, singly linked files are pushed,
-each opened beneath its folder's descriptor without following links (the folders are the
-workload's; the actor runs as the node's nubis user).
+never through a link (``workload_files.py``).
 
 Imported only by the Ray backend, so ``ray`` (through ``ray_actors``) is imported at module top.
 """
@@ -28,18 +27,18 @@ import contextlib
 import logging
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from nubis.backends.artifacts import Artifact, ArtifactCache
-from nubis.backends.local_jobs import PYTHON_NAMES, local_storage, unpack_code
+from nubis.backends.local_jobs import PYTHON_NAMES, elastic_error, local_storage, unpack_code
 from nubis.backends.local_processes import REPLICA_ID_ENV, SECRET_ENV
 from nubis.backends.local_venvs import venv_of
 from nubis.backends.ray_actors import ReplicaActor, _die_with_parent, free_port, launch_command, node_sandbox
 from nubis.backends.sandbox import Sandbox
+from nubis.backends.workload_files import Seen, pull_folder, push_folder
 from nubis.errors import NubisError
 from nubis.models.jobs import job_outputs_path
 from nubis.storage import ObjectStore, Store
@@ -50,65 +49,9 @@ SYNC_EVERY_S = 2.0
 FINISH_WAIT_S = 120.0
 """How long ``stop`` waits for the last checkpoint push and the outputs upload."""
 
-Seen = dict[str, tuple[int, int]]
-"""A folder's plain files: relative path → (mtime in ns, size)."""
-
-
 def checkpoints_path(job_id: str) -> str:
     """Where a job's ``NUBIS_CHECKPOINT_DIR`` is kept in its workspace's storage between attempts."""
     return f".jobs/{job_id}/checkpoints"
-
-
-def _open_plain(name: str, dir_fd: int) -> int | None:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError:
-        return None
-    info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
-        return fd
-    os.close(fd)
-    return None
-
-
-def push_folder(store: Store, folder: Path, prefix: str, known: Seen, *, delete: bool) -> Seen:
-    """Upload the files of ``folder`` that changed since ``known`` to ``prefix/``; with ``delete``,
-    delete there the ones gone since. Returns what the folder holds now."""
-    now: Seen = {}
-    if not folder.is_dir():
-        return known
-    for root, _dirs, names, root_fd in os.fwalk(folder, follow_symlinks=False):
-        for name in sorted(names):
-            rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-            fd = _open_plain(name, root_fd)
-            if fd is None:
-                continue
-            with os.fdopen(fd, "rb") as fh:
-                info = os.fstat(fh.fileno())
-                now[rel] = (info.st_mtime_ns, info.st_size)
-                if known.get(rel) == now[rel]:
-                    continue
-                try:
-                    store.put_file(f"{prefix}/{rel}", fh)
-                except NubisError as exc:
-                    log.warning("%s not saved to %s: %s", rel, prefix, exc)
-                    now.pop(rel)
-    for rel in known.keys() - now.keys() if delete else ():
-        with contextlib.suppress(NubisError):
-            store.delete(f"{prefix}/{rel}")
-    return now
-
-
-def pull_folder(store: Store, prefix: str, folder: Path) -> Seen:
-    """Download every file under ``prefix/`` into ``folder``; what it holds then."""
-    for obj in store.list(prefix + "/"):
-        store.download(obj.path, folder / obj.path[len(prefix) + 1:])
-    found: Seen = {}
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            info = path.stat()
-            found[path.relative_to(folder).as_posix()] = (info.st_mtime_ns, info.st_size)
-    return found
 
 
 class WorkerActor(ReplicaActor):
@@ -120,6 +63,7 @@ class WorkerActor(ReplicaActor):
         self.env: dict[str, str] | None = None
         self.files: Store | None = None
         self.checkpoints = self.work / "checkpoints"
+        self.error_file = self.work / "tmp" / f"error-{payload['replica_id']}.json"
         self.outputs = self.work / "outputs"
         self._pushed: Seen = {}
         self._push_lock = asyncio.Lock()
@@ -187,8 +131,7 @@ class WorkerActor(ReplicaActor):
         if self.port is not None:
             env["MASTER_PORT"] = str(self.port)
         if "TORCHELASTIC_ERROR_FILE" not in self.env:  # torch.distributed.elastic's @record writes here
-            error_file = self.work / "tmp" / f"error-{self.payload['replica_id']}.json"
-            env["TORCHELASTIC_ERROR_FILE"] = str(error_file)
+            env["TORCHELASTIC_ERROR_FILE"] = str(self.error_file)
         return env
 
     def _command(self, python: str, sandbox: Sandbox) -> list[str]:
@@ -215,6 +158,9 @@ class WorkerActor(ReplicaActor):
                  ",".join(self.gpus))
         syncer = asyncio.get_running_loop().create_task(self._sync_checkpoints())
         code = await self.process.wait()
+        error = await asyncio.to_thread(elastic_error, str(self.error_file)) if code else None
+        if error:
+            self.detail = f"error reported by the script (torch.distributed.elastic): {error}"
         syncer.cancel()
         await self._push_checkpoints()
         assert self.files is not None
@@ -222,7 +168,7 @@ class WorkerActor(ReplicaActor):
             outputs = job_outputs_path(self.payload["job_id"])
             await asyncio.to_thread(push_folder, self.files, self.outputs, outputs, {}, delete=False)
         except (NubisError, OSError) as exc:
-            self.detail = f"its outputs could not be saved: {exc}"
+            self.detail = "; ".join(filter(None, [self.detail, f"its outputs could not be saved: {exc}"]))
         self.exit_code, self.state = code, "exited"
 
     async def _sync_checkpoints(self) -> None:

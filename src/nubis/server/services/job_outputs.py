@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nubis.backends.workload_files import open_plain
 from nubis.errors import NubisError
 from nubis.models.jobs import job_outputs_path
 from nubis.models.storage import StorageObject, normalize_path
@@ -35,19 +35,6 @@ class SavedOutputs:
     files: int = 0
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
-
-
-def _open_plain(name: str, dir_fd: int) -> int | None:
-    """A descriptor of a plain, singly linked file (never through a link), or None."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError:
-        return None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        return None
-    return fd
 
 
 def _copy(store: Store, fd: int, path: str) -> int:
@@ -73,7 +60,7 @@ def save_outputs(store: Store, folder: str, prefix: str) -> SavedOutputs:
             if saved.files >= MAX_OUTPUT_FILES:
                 saved.skipped.append(rel)
                 continue
-            fd = _open_plain(name, root_fd)
+            fd = open_plain(name, root_fd)
             if fd is None:
                 saved.skipped.append(rel)
                 continue
