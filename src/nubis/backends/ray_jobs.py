@@ -50,7 +50,7 @@ from nubis.backends.local_processes import REPLICA_ID
 from nubis.backends.nodes import rank_envs
 from nubis.backends.ray_actors import NAMESPACE
 from nubis.backends.ray_gang_actors import WorkerActor, checkpoints_path
-from nubis.errors import BundleError, NoCapacityError, NotFoundError
+from nubis.errors import BundleError, NoCapacityError, NotFoundError, NubisError
 from nubis.models.resources import format_size
 from nubis.storage import ObjectStore
 
@@ -157,9 +157,14 @@ class RayJobs(JobsCapability):
                 continue
             if now - ended <= retention_s:
                 continue
-            store = store or ObjectStore.from_url(self.storage, **self.storage_options)
-            with contextlib.suppress(NotFoundError):
+            try:
+                store = store or ObjectStore.from_url(self.storage, **self.storage_options)
                 store.files(workspace).delete(checkpoints_path(folder.name), recursive=True)
+            except NotFoundError:
+                pass
+            except (NubisError, OSError) as exc:  # storage unreachable now: the next sweep tries again
+                log.warning("checkpoints of job %s not deleted: %s", folder.name, exc)
+                continue
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
         return removed
@@ -188,9 +193,8 @@ class RayJobs(JobsCapability):
             actors = await asyncio.to_thread(self._create_workers, spec, group, run)
             first = await _result(actors[0].prepare.remote(), CREATE_TIMEOUT_S)
             envs = rank_envs(nodes, addresses, master_port=first["port"], user_env=spec.env)
-            await _result(asyncio.gather(*(a.start.remote({**spec.env, **env}) for a, env in zip(actors, envs,
-                                                                                                   strict=True))),
-                          CREATE_TIMEOUT_S)
+            starts = [a.start.remote({**spec.env, **env}) for a, env in zip(actors, envs, strict=True)]
+            await _result(asyncio.gather(*starts), CREATE_TIMEOUT_S)
         except BaseException:
             await asyncio.to_thread(self._undo, spec, actors)
             raise
