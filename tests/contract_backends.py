@@ -4,6 +4,8 @@ that holds the echo photon, the backend itself, and the node to place on (None: 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,14 @@ from nubis.storage import ObjectStore
 
 from servers import EXAMPLES
 
-BACKENDS = ["local"]
+
+def _ray_installed() -> bool:
+    """Under CI the Ray backend must run (its import fails loudly if missing); elsewhere it is
+    skipped when ``ray`` is not installed."""
+    return os.environ.get("CI") == "true" or importlib.util.find_spec("ray") is not None
+
+
+BACKENDS = ["local", *(["ray"] if _ray_installed() else [])]
 
 
 @dataclass
@@ -43,5 +52,12 @@ async def make_harness(name: str, request: pytest.FixtureRequest, tmp: Path) -> 
     storage, artifact = echo_in_storage(tmp)
     if name == "local":
         yield Harness(LocalBackend(tmp / "state"), storage, artifact, None, tmp)
+        return
+    if name == "ray":
+        cluster = request.getfixturevalue("ray_contract_cluster")
+        from nubis.backends.ray_backend import RayBackend  # the ray extra, imported after the cluster
+
+        yield Harness(RayBackend(tmp / "control-plane", address=cluster.address, storage=storage), storage,
+                      artifact, cluster.node_id("cpu"), tmp)
         return
     raise ValueError(f"no contract harness for backend {name!r}")
