@@ -31,23 +31,29 @@ class Platform:
     token: str
     pid: int
     log: Path
+    gateway_url: str = ""
 
 
 @contextlib.contextmanager
-def platform(scratch: Path) -> Iterator[Platform]:
-    """One `nubis up` in a temporary home for the whole bench; its output goes to ``scratch``."""
+def platform(scratch: Path, *extra: str, env: dict[str, str] | None = None,
+             timeout: float = 60) -> Iterator[Platform]:
+    """One `nubis up` (with ``extra`` arguments) in a temporary home for the whole bench; its output
+    goes to ``scratch``."""
     home, log_path = scratch / "home", scratch / "nubis-up.log"
-    port = free_port()
+    port, gateway_port = free_port(), free_port()
+    scratch.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nubis.cli.main", "up", "--home", str(home), "--port", str(port),
-             "--gateway-port", str(free_port())],
-            env={**os.environ, "NUBIS_HOME": str(home)}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+             "--gateway-port", str(gateway_port), *extra],
+            env={**os.environ, **(env or {}), "NUBIS_HOME": str(home)}, cwd=REPO, stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_healthy(proc, url, log_path)
-            yield Platform(url, (home / "admin.token").read_text().strip(), proc.pid, log_path)
+            wait_healthy(proc, url, log_path, timeout=timeout)
+            yield Platform(url, (home / "admin.token").read_text().strip(), proc.pid, log_path,
+                           f"http://127.0.0.1:{gateway_port}")
         finally:
             stop_process(proc, grace=60)
 
