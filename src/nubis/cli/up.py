@@ -39,6 +39,9 @@ def up(
         BackendName.local),
     ray_address: Annotated[str, typer.Option(
         help="with --backend ray: the cluster's address ('auto': the one `ray start` runs here)")] = "auto",
+    advertise_url: Annotated[str | None, typer.Option(
+        help="how workloads on other machines reach the API, e.g. http://10.0.0.5:8400 "
+             "(default: this machine's --host and --port)")] = None,
     shared_storage: Annotated[bool, typer.Option(
         "--shared-storage", help="with --backend ray: the --storage folder is mounted at the same path on "
                                  "every node (else use S3)")] = False,
@@ -47,7 +50,7 @@ def up(
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
                               storage_url=storage, gateway_port=gateway_port, start_gateway=True,
                               trust_members=trust_members, backend=backend.value, ray_address=ray_address,
-                              shared_storage=shared_storage)
+                              shared_storage=shared_storage, advertise_url=advertise_url)
     raise typer.Exit(run(settings))
 
 

@@ -44,6 +44,9 @@ class ServerSettings(BaseModel):
     """Where workloads run: this machine, or the nodes of a Ray cluster (``nubis[ray]``)."""
     ray_address: str = "auto"
     """The Ray cluster to join (``auto``: the one ``ray start`` runs on this machine)."""
+    advertise_url: str | None = None
+    """How workloads reach the API (``NUBIS_API_URL``), e.g. ``http://10.0.0.5:8400`` on a cluster;
+    default: ``url``, with ``0.0.0.0`` read as this machine."""
     shared_storage: bool = False
     """A storage folder mounted at the same path on every node (else S3 is needed on a cluster)."""
 
@@ -58,6 +61,10 @@ class ServerSettings(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def workload_api_url(self) -> str:
+        return self.advertise_url or self.url.replace("://0.0.0.0:", "://127.0.0.1:")
 
     @property
     def gateway_url(self) -> str:

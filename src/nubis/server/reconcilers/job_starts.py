@@ -88,7 +88,7 @@ class JobStarts:
             **spec.env, **{k: values[k] for k in spec.secrets if k in values},
             "NUBIS_JOB_ID": job.id, "NUBIS_JOB_NAME": job.name, "NUBIS_JOB_ATTEMPT": str(attempt),
             "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.store.files_url(workspace.name),
-            "NUBIS_API_URL": self.ctx.settings.url.replace("://0.0.0.0:", "://127.0.0.1:"),
+            "NUBIS_API_URL": self.ctx.settings.workload_api_url,
             "NUBIS_JOB_TOKEN": token,
             **torchrun_env(spec, job_id=job.id, attempt=attempt),
         }
