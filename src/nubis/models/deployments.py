@@ -184,6 +184,7 @@ class Deployment(BaseModel):
     resources: Resources | None = Field(default=None, description="per replica; null: the photon's own")
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, description="names of the secrets it gets")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels its replicas need")
     replicas: list[Replica] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None

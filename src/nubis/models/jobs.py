@@ -185,6 +185,8 @@ class Job(BaseModel):
     command: list[str] = Field(default_factory=list)
     requirements: list[str] = Field(default_factory=list)
     workers: int = 1
+    spread: bool = Field(default=False, description="one worker per node")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels its workers need")
     resources: Resources | None = None
     priority: int = 0
     attempt: int = Field(default=0, description="how many times the gang was started")

@@ -208,6 +208,7 @@ def to_model(
         resources=spec.resources,
         env=spec.env,
         secrets=spec.secrets,
+        node_selector=spec.node_selector,
         replicas=[
             Replica(
                 id=r.id,

@@ -66,7 +66,8 @@ def to_model(row: JobRow, workers: list[JobWorkerRow]) -> Job:
     spec = JobSpec.model_validate(row.spec)
     return Job(
         id=row.id, name=row.name, status=row.status, reason=row.reason, kind=row.kind,
-        command=spec.command, requirements=spec.requirements, workers=spec.workers,
+        command=spec.command, requirements=spec.requirements, workers=spec.workers, spread=spec.spread,
+        node_selector=spec.node_selector,
         resources=spec.resources, priority=row.priority, attempt=row.attempt, max_retries=spec.max_retries,
         worker_status=[
             Worker(rank=w.rank, status=w.status, exit_code=w.exit_code, reason=w.reason,
