@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_job_outputs_cli import nubis_cli
 
 import nubis
 
@@ -42,7 +41,7 @@ def platform_has(package: str) -> bool:
 
 
 def events_of(platform: PlatformProcess, ref: str, cwd: Path) -> list[dict[str, str]]:
-    shown = nubis_cli("job", "events", ref, "-o", "json", env=platform.env, cwd=cwd)
+    shown = platform.cli("job", "events", ref, "-o", "json", cwd=cwd)
     assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)
 
@@ -56,9 +55,9 @@ def test_a_requirements_txt_is_installed_for_every_worker_not_into_the_platform(
     (work / "job.py").write_text(JOB)
     (work / "requirements.txt").write_text(f"# what job.py needs\n{PACKAGE}\nhttpx  # the platform has it\n")
 
-    submitted = nubis_cli("job", "submit", "--name", "needs", "--workers", "2", "--cpu", "0.5",
+    submitted = platform.cli("job", "submit", "--name", "needs", "--workers", "2", "--cpu", "0.5",
                           "--memory", "256Mi", "--max-retries", "1", "--", "python", "job.py",
-                          env=platform.env, cwd=work)
+                          cwd=work)
     assert submitted.returncode == 0, submitted.stderr
     assert f"requirements from requirements.txt: {PACKAGE}, httpx" in submitted.stderr
 
@@ -86,9 +85,9 @@ def test_a_requirement_pip_cannot_install_fails_the_job_with_pips_words(
     platform: PlatformProcess, tmp_path: Path
 ) -> None:
     (tmp_path / "bad.txt").write_text("nonexistent-pkg-zzz==1\n")
-    submitted = nubis_cli("job", "submit", "--name", "unmet", "--no-code", "--requirements", "bad.txt",
+    submitted = platform.cli("job", "submit", "--name", "unmet", "--no-code", "--requirements", "bad.txt",
                           "--max-retries", "3", "--", "python", "-c", "print('never runs')",
-                          env=platform.env, cwd=tmp_path)
+                          cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
 
     with nubis.Client(platform.url, platform.admin_token) as client:
@@ -100,11 +99,11 @@ def test_a_requirement_pip_cannot_install_fails_the_job_with_pips_words(
     assert any("nonexistent-pkg-zzz" in e["message"].split("failed: ", 1)[-1]
                for e in events_of(platform, "unmet", tmp_path) if e["kind"] == "status")
 
-    refused = nubis_cli("job", "submit", "--no-code", "--requirements", "opts.txt", "--", "python", "-V",
-                        env=platform.env, cwd=tmp_path)
+    refused = platform.cli("job", "submit", "--no-code", "--requirements", "opts.txt", "--", "python", "-V",
+                        cwd=tmp_path)
     assert refused.returncode != 0 and "opts.txt: cannot read it" in refused.stderr
     (tmp_path / "opts.txt").write_text("--index-url https://elsewhere.invalid/simple\n")
-    refused = nubis_cli("job", "submit", "--no-code", "--requirements", "opts.txt", "--", "python", "-V",
-                        env=platform.env, cwd=tmp_path)
+    refused = platform.cli("job", "submit", "--no-code", "--requirements", "opts.txt", "--", "python", "-V",
+                        cwd=tmp_path)
     assert refused.returncode != 0 and "opts.txt, line 1: " in refused.stderr
     assert "pip options are not supported" in refused.stderr
