@@ -191,7 +191,7 @@ async def workspace_a(p: Platform) -> dict[str, Any]:
     a_job = await job_status(p, admin_a, "sleeper", {"running"})
     a_job_dir = p.ctx.backend.job_dir(a_job["id"])
     await until(lambda: asyncio.to_thread((a_job_dir / "checkpoints" / "ckpt.pt").exists), "A's checkpoint")
-    a_photon_cache = next((home / "cache" / "photons").glob("*.photon"))
+    a_photon_cache = next((home / "cache" / "photons").glob("*.photons"))  # ArtifactCache names
     a_storage = Path(p.ctx.store.files_url("a"))
 
     targets = {
