@@ -10,8 +10,7 @@ parametrisation with ``contract_backends.py``'s simulated cluster.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from nubis.photon.runtime import REPLICA_KEY_HEADER
 from nubis.storage import ObjectStore
 
 from contract_backends import BACKENDS, Harness, make_harness
+from polling import until_probe
 
 pytestmark = pytest.mark.timeout(600)
 WAIT_S = 120.0
@@ -48,24 +48,9 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield h
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT_S:.0f} s: {what}")
-        await asyncio.sleep(0.1)
-
-
 async def settled(backend: Backend, handle: ReplicaHandle, accept: Callable[[ReplicaProbe], bool],
                   what: str) -> ReplicaProbe:
-    seen: list[ReplicaProbe] = []
-
-    async def check() -> bool:
-        seen.append(await backend.probe(handle))
-        return accept(seen[-1])
-
-    await until(check, what)
-    return seen[-1]
+    return await until_probe(backend, handle, accept, what, WAIT_S)
 
 
 def replica_spec(h: Harness, replica_id: str) -> ReplicaSpec:

@@ -4,7 +4,6 @@ key, stop, a killed actor, adoption by a new control plane, orphans and a lost n
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import polling
 from ray_cluster import SimulatedCluster, import_ray, simulated_cluster
 
 ray = import_ray()
@@ -70,23 +70,12 @@ def spec_for(echo: tuple[str, Artifact], replica_id: str, *, node: str | None = 
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = READY_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(0.2)
+    await polling.until(check, what, timeout)
 
 
 async def until_probe(backend: RayBackend, handle: ReplicaHandle, accept: Callable[[ReplicaProbe], bool],
                       what: str) -> ReplicaProbe:
-    seen: list[ReplicaProbe] = []
-
-    async def check() -> bool:
-        seen.append(await backend.probe(handle))
-        return accept(seen[-1])
-
-    await until(check, f"{what} (last probe: {seen[-1] if seen else None})")
-    return seen[-1]
+    return await polling.until_probe(backend, handle, accept, what, READY_S)
 
 
 def replica_processes(replica_id: str) -> dict[int, dict[str, str]]:

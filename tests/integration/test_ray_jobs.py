@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import polling
 from ray_cluster import SimulatedCluster, import_ray, simulated_cluster
 
 ray = import_ray()
@@ -118,23 +119,12 @@ def gang(storage: str, job_id: str, nodes: tuple[str, ...], *,
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(0.2)
+    await polling.until(check, what, timeout)
 
 
 async def until_probe(backend: RayBackend, handle: ReplicaHandle, accept: Callable[[ReplicaProbe], bool],
                       what: str) -> ReplicaProbe:
-    seen: list[ReplicaProbe] = []
-
-    async def check() -> bool:
-        seen.append(await backend.probe(handle))
-        return accept(seen[-1])
-
-    await until(check, f"{what} (last probe: {seen[-1] if seen else None})")
-    return seen[-1]
+    return await polling.until_probe(backend, handle, accept, what, WAIT_S)
 
 
 def worker_processes(worker_id: str) -> list[int]:
