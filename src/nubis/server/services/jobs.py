@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import LogsCapability, ReplicaHandle
-from nubis.backends.nodes import LOCAL_NODE
 from nubis.errors import ConflictError, NotFoundError, ValidationError
 from nubis.models.jobs import (
     TERMINAL_JOB_STATUSES,
@@ -35,6 +34,7 @@ from nubis.server.scheduler.admission import Demand, Quota, beyond_quota
 from nubis.server.scheduler.jobs import check_job_transition
 from nubis.server.scheduler.placement import never_placeable
 from nubis.server.services import audit, secrets
+from nubis.server.services.nodes import node_of
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 ACTIVE = tuple(s.value for s in JobStatus if s not in TERMINAL_JOB_STATUSES)
@@ -71,7 +71,7 @@ def to_model(row: JobRow, workers: list[JobWorkerRow]) -> Job:
         resources=spec.resources, priority=row.priority, attempt=row.attempt, max_retries=spec.max_retries,
         worker_status=[
             Worker(rank=w.rank, status=w.status, exit_code=w.exit_code, reason=w.reason,
-                   node=(w.handle or {}).get("node") or LOCAL_NODE)
+                   node=node_of(w.handle))
             for w in sorted(workers, key=lambda w: w.rank) if w.attempt == row.attempt
         ],
         metrics=row.metrics or {}, history=row.history or [], model=row.model_ref,
