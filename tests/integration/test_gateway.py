@@ -275,7 +275,9 @@ def test_all_replicas_down_is_503(gateway: Gateway) -> None:
         gateway.set_routes(deployment("echo", victim))
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
-        resp = httpx.post(f"{gateway.url}/ws/echo/echo", json={"text": "x"})
+        # The gateway waits up to REPLACEMENT_WAIT_S (5 s) for a table with a replacement before
+        # its 503: httpx's default 5 s read timeout would race that wait.
+        resp = httpx.post(f"{gateway.url}/ws/echo/echo", json={"text": "x"}, timeout=30)
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "no_replica"
 
