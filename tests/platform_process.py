@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,8 @@ class PlatformProcess:
     home: Path
     env: dict[str, str]
     gateway_url: str
+    argv: list[str] = field(default_factory=list)
+    proc: LoggedProcess | None = None
 
     @property
     def admin_token(self) -> str:
@@ -35,30 +37,41 @@ class PlatformProcess:
         return subprocess.run([sys.executable, "-m", "nubis.cli.main", *args], capture_output=True,
                               text=True, env=clean, cwd=cwd, timeout=timeout)
 
-
-@contextlib.contextmanager
-def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformProcess]:
-    port, gateway_port = free_port(), free_port()
-    env = {"NUBIS_HOME": str(home)}
-    proc = start([sys.executable, "-m", "nubis.cli.main", "up", "--home", str(home),
-                  "--port", str(port), "--gateway-port", str(gateway_port), *extra],
-                 log=up_log(home), env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    def start(self, timeout: float) -> None:
+        """Start `nubis up` (again: same home, ports and options) and wait until it is healthy."""
+        self.proc = proc = start(self.argv, log=up_log(self.home), env={"NUBIS_HOME": str(self.home)})
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"nubis up exited with {proc.returncode}:\n{proc.output()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nubis up not healthy after {timeout} s")
             time.sleep(0.1)
-        yield PlatformProcess(url=url, home=home, env={**os.environ, **env},
-                              gateway_url=f"http://127.0.0.1:{gateway_port}")
+
+    def crash(self) -> None:
+        """SIGKILL the control plane (what it started, the gateway included, goes on)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def nubis_up(home: Path, *extra: str, timeout: float = 60) -> Iterator[PlatformProcess]:
+    port, gateway_port = free_port(), free_port()
+    platform = PlatformProcess(
+        url=f"http://127.0.0.1:{port}", home=home, env={**os.environ, "NUBIS_HOME": str(home)},
+        gateway_url=f"http://127.0.0.1:{gateway_port}",
+        argv=[sys.executable, "-m", "nubis.cli.main", "up", "--home", str(home), "--port", str(port),
+              "--gateway-port", str(gateway_port), *extra])
+    try:
+        platform.start(timeout)
+        yield platform
     finally:
-        stop(proc)
+        if platform.proc is not None:
+            stop(platform.proc)
 
 
 def up_log(home: Path) -> Path:

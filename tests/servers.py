@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -136,3 +137,67 @@ def moto_server() -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def s3_bucket_in_env() -> Iterator[str]:
+    """A moto_server S3 with a fresh bucket, its endpoint and credentials in ``os.environ`` (what a
+    `nubis up` started now inherits) until the end; yields the bucket's ``s3://`` URL."""
+    import boto3
+
+    names = [*S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL"]
+    saved = {k: os.environ.get(k) for k in names}
+    with moto_server() as s3_url:
+        os.environ.update({**S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL": s3_url})
+        bucket = f"nubis-{os.urandom(4).hex()}"
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=bucket)
+        try:
+            yield f"s3://{bucket}"
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@dataclass
+class Load:
+    """Client threads calling the echo deployment through the gateway until stopped."""
+
+    url: str
+    headers: dict[str, str]
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.post(self.url, json={"text": "x"}, headers=self.headers)
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if r.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(r.text[:200])
+
+    @contextlib.contextmanager
+    def running(self, threads: int = 4) -> Iterator[Load]:
+        """``threads`` clients calling until the block ends."""
+        workers = [threading.Thread(target=self.run) for _ in range(threads)]
+        for t in workers:
+            t.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            for t in workers:
+                t.join()
+
+    def served_during(self, seconds: float) -> int:
+        before = self.ok
+        time.sleep(seconds)
+        return self.ok - before

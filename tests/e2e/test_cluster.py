@@ -6,21 +6,18 @@ takes a node away."""
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from platform_process import PlatformProcess, nubis_up
 from ray_cluster import SimulatedCluster, import_ray, simulated_cluster
-from servers import EXAMPLES, S3_CREDENTIALS, moto_server
+from servers import EXAMPLES, Load, s3_bucket_in_env
 
 import_ray()
 
@@ -44,22 +41,10 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    saved = {k: os.environ.get(k) for k in [*S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL"]}
-    with moto_server() as s3_url:
-        os.environ.update({**S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL": s3_url})
-        bucket = f"nubis-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=bucket)
-        try:
-            with simulated_cluster(tmp_path_factory.mktemp("nodes")) as ray_cluster, nubis_up(
-                    tmp_path_factory.mktemp("platform") / "home", "--backend", "ray", "--ray-address",
-                    ray_cluster.address, "--storage", f"s3://{bucket}/nubis", timeout=180) as platform:
-                yield Cluster(ray_cluster, platform)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with s3_bucket_in_env() as bucket, simulated_cluster(tmp_path_factory.mktemp("nodes")) as ray_cluster, \
+            nubis_up(tmp_path_factory.mktemp("platform") / "home", "--backend", "ray", "--ray-address",
+                     ray_cluster.address, "--storage", f"{bucket}/nubis", timeout=180) as platform:
+        yield Cluster(ray_cluster, platform)
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
@@ -71,6 +56,11 @@ def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f} s: {what}")
         time.sleep(0.5)
+
+
+def job_end(cluster: Cluster, name: str) -> dict[str, Any]:
+    return until(lambda: (j := cluster.json("job", "get", name))["status"] in ("succeeded", "failed") and j,
+                 f"job {name} ends")
 
 
 def test_nodes_are_listed_with_capacity_and_labels(cluster: Cluster) -> None:
@@ -117,13 +107,53 @@ def test_a_spread_gang_runs_one_worker_per_node(cluster: Cluster, tmp_path: Path
     (tmp_path / "ddp.py").write_text(DDP)
     cluster.cli("job", "submit", "--name", "ddp", "--workers", "3", "--spread", "--cpu", "1", "--memory",
                 "512Mi", "--workdir", str(tmp_path), "--", "python", "ddp.py")
-    job = until(lambda: (j := cluster.json("job", "get", "ddp"))["status"] in ("succeeded", "failed") and j,
-                "the job ends")
+    job = job_end(cluster, "ddp")
     assert job["status"] == "succeeded", job["reason"]
     assert len({w["node"] for w in job["worker_status"]}) == 3
     for rank in range(3):
         out = cluster.cli("job", "logs", "ddp", "--worker", str(rank))
         assert f"rank {rank} node_rank {rank} of " in out and "sum 6" in out, out
+
+
+def test_train_on_three_nodes_registers_the_model(cluster: Cluster) -> None:
+    """The trainer's workers read and write the workspace's S3 storage through the API with their
+    job token (no S3 credentials reach a workload), one worker per node."""
+    job = cluster.json("train", "--model", "cnn", "--data", "builtin:digits", "--workers", "3", "--spread",
+                       "--epochs", "6", "--cpu", "1", "--memory", "768Mi")
+    assert job["status"] == "succeeded", job["reason"]
+    assert len({w["node"] for w in job["worker_status"]}) == 3
+    assert job["metrics"]["accuracy"] >= 0.9, job["metrics"]
+    assert job["model"] == "digits-cnn:1"
+    (version,) = cluster.json("model", "list")[0]["versions"]
+    assert version["ref"] == "digits-cnn:1" and version["size_bytes"] > 0
+
+
+SLOW_JOB = "import time; time.sleep(25); print('slept through it', flush=True)"
+
+
+def test_a_control_plane_crash_and_restart_adopts_everything(cluster: Cluster) -> None:
+    cluster.cli("job", "submit", "--name", "sleeper", "--cpu", "0.25", "--memory", "128Mi", "--no-code",
+                "--", "python", "-c", SLOW_JOB)
+    until(lambda: cluster.json("job", "get", "sleeper")["status"] == "running", "the job runs")
+    before = cluster.json("deployment", "get", "echo")["replicas"]
+    load = Load(f"{cluster.platform.gateway_url}/default/echo/echo",
+                {"authorization": f"Bearer {cluster.platform.admin_token}"})
+    with load.running():
+        assert load.served_during(1.5) > 0
+        cluster.platform.crash()  # the gateway and every actor go on
+        assert load.served_during(2) > 0
+        cluster.platform.start(timeout=180)
+        assert load.served_during(2) > 0
+        after = until(lambda: (d := cluster.json("deployment", "get", "echo"))["ready_replicas"] == 2 and d,
+                      "the replicas adopted")
+    assert load.failures == [], load.failures[:5]
+    assert {(r["replica_id"], r["node"], r["restarts"]) for r in after["replicas"]} == \
+        {(r["replica_id"], r["node"], r["restarts"]) for r in before}
+    messages = [e["message"] for e in cluster.json("deployment", "events", "echo")]
+    assert messages.count("adopted after a restart") == 2, messages
+    job = job_end(cluster, "sleeper")
+    assert (job["status"], job["attempt"]) == ("succeeded", 1), job
+    assert "slept through it" in cluster.cli("job", "logs", "sleeper")
 
 
 def test_a_lost_node_s_replica_is_replaced_on_another_node(cluster: Cluster) -> None:

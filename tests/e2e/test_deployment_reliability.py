@@ -12,45 +12,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from platform_process import RestartablePlatform as Platform
-from servers import ROOT, free_port, stop
+from servers import ROOT, Load, free_port, stop
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Load:
-    """Client threads calling the echo deployment through the gateway until stopped."""
-
-    url: str
-    headers: dict[str, str]
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    r = client.post(self.url, json={"text": "x"}, headers=self.headers)
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                    continue
-                if r.status_code == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(r.text[:200])
-
-    def served_during(self, seconds: float) -> int:
-        before = self.ok
-        time.sleep(seconds)
-        return self.ok - before
 
 
 def wait_ready(api: httpx.Client, replicas: int, timeout: float = 60) -> dict:

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nubis.cli import render
 from nubis.cli.job_progress import JobProgress
+from nubis.cli.options import node_selector
 from nubis.client.client import Client
 from nubis.errors import NubisError
 from nubis.models.jobs import Job, JobStatus
@@ -87,15 +88,20 @@ def train(
     cpu: Annotated[float, typer.Option(help="CPU cores per worker")] = 1.0,
     memory: Annotated[str, typer.Option(help="memory per worker")] = "1Gi",
     max_retries: Annotated[int, typer.Option(help="restarts from the checkpoint after a failure")] = 2,
+    spread: Annotated[bool, typer.Option("--spread", help="one worker per node (else packed)")] = False,
+    node_label: Annotated[list[str] | None, typer.Option(
+        "--node-label", help="KEY=VALUE a worker's node must have, repeatable")] = None,
     wait: Annotated[bool, typer.Option(help="follow it to the end")] = True,
     output: Output = "table",
 ) -> None:
     """Train a model as a job (live progress), evaluate it, register it as a model version."""
     render.check_output(output)
+    selector = node_selector(node_label)
     with Client() as client:
         job = client.jobs.train(model, data, epochs=epochs, workers=workers, name=name, batch_size=batch_size,
                                 learning_rate=lr, amp=amp, label_column=label_column,
-                                resources=Resources(cpu=cpu, memory=memory), max_retries=max_retries)
+                                resources=Resources(cpu=cpu, memory=memory), max_retries=max_retries,
+                                spread=spread, node_selector=selector)
         if output != "json":
             render.line(f"training job {job.name} ({job.id}): {workers} worker(s)")
         if wait:

@@ -142,12 +142,16 @@ class JobsAPI(ResourceAPI):
         resources: Resources | dict[str, Any] | None = None,
         max_retries: int = 2,
         priority: int = 0,
+        spread: bool = False,
+        node_selector: dict[str, str] | None = None,
     ) -> Job:
-        """``POST /api/v1/train``: queue the built-in trainer; returns at once (``wait`` for it)."""
+        """``POST /api/v1/train``: queue the built-in trainer; returns at once (``wait`` for it).
+        ``spread`` and ``node_selector`` place the workers as for :meth:`submit`."""
         body: dict[str, Any] = {
             "model_name": model, "data_path": data, "num_epochs": epochs, "num_workers": workers,
             "name": name, "batch_size": batch_size, "learning_rate": learning_rate, "amp": amp,
             "label_column": label_column, "max_retries": max_retries, "priority": priority,
+            "spread": spread, "node_selector": node_selector or {},
         }
         if resources is not None:
             body["resources"] = _resources(resources)

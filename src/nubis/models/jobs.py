@@ -160,6 +160,9 @@ class TrainRequest(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=20)
     priority: int = Field(default=0, ge=-1000, le=1000)
     seed: int = Field(default=0, ge=0, lt=2**32)
+    spread: bool = Field(default=False, description="one worker per node (Ray's STRICT_SPREAD); else packed")
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="node labels every worker's node must have (key → value)")
 
 
 class Worker(BaseModel):

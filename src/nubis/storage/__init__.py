@@ -21,7 +21,7 @@ import os
 import posixpath
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -30,6 +30,7 @@ import fsspec
 
 from nubis.errors import ConflictError, NotFoundError
 from nubis.models.storage import MAX_PATH, TMP_DIR, InvalidPathError, normalize_path
+from nubis.storage.remote import ApiStore, is_api_url
 
 __all__ = [
     "CHUNK",
@@ -107,8 +108,11 @@ class Store:
         self.local = local
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        """The files beneath ``url`` (a workload's ``NUBIS_STORAGE_URL``: its workspace's files)."""
+    def from_url(cls, url: str, env: Mapping[str, str] | None = None) -> Store | ApiStore:
+        """The files beneath ``url`` (a workload's ``NUBIS_STORAGE_URL``: its workspace's files);
+        an ``http(s)://…/api/v1/storage`` URL is the control plane's API, with the job's token."""
+        if is_api_url(url):
+            return ApiStore.from_env(url, env)
         store = ObjectStore.from_url(url)
         return cls(store.fs, store.root, local=store.local)
 

@@ -85,7 +85,7 @@ def read_source(path: str, *, env: Mapping[str, str]) -> bytes:
     """The bytes at ``path``: workspace storage when ``NUBIS_STORAGE_URL`` is set, else local disk."""
     url = env.get("NUBIS_STORAGE_URL")
     if url:
-        return _read_storage(url, env.get("NUBIS_WORKSPACE", "?"), path)
+        return _read_storage(url, env, path)
     file = Path(path)
     if not file.is_file():
         where = "a folder" if file.is_dir() else "no such file"
@@ -93,10 +93,11 @@ def read_source(path: str, *, env: Mapping[str, str]) -> bytes:
     return file.read_bytes()
 
 
-def _read_storage(url: str, workspace: str, path: str) -> bytes:
+def _read_storage(url: str, env: Mapping[str, str], path: str) -> bytes:
     try:
-        return Store.from_url(url).read_bytes(path)
-    except NubisError as exc:  # NotFoundError, InvalidPathError…
+        return Store.from_url(url, env).read_bytes(path)
+    except NubisError as exc:  # NotFoundError, InvalidPathError, ConnectionFailedError…
+        workspace = env.get("NUBIS_WORKSPACE", "?")
         raise DataError(f"cannot read data {path!r} from workspace {workspace!r}: {exc.message}") from None
 
 

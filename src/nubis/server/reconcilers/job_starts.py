@@ -27,6 +27,7 @@ from nubis.server.context import ServerContext
 from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
 from nubis.server.services import jobs, secrets, tokens
 from nubis.server.services.jobs import switch_job_status
+from nubis.storage.remote import api_storage_url
 
 J = JobStatus
 TOKEN_LIFETIME = timedelta(days=7)
@@ -87,7 +88,7 @@ class JobStarts:
         env = {
             **spec.env, **{k: values[k] for k in spec.secrets if k in values},
             "NUBIS_JOB_ID": job.id, "NUBIS_JOB_NAME": job.name, "NUBIS_JOB_ATTEMPT": str(attempt),
-            "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self.ctx.store.files_url(workspace.name),
+            "NUBIS_WORKSPACE": workspace.name, "NUBIS_STORAGE_URL": self._storage_url(workspace.name),
             "NUBIS_API_URL": self.ctx.settings.workload_api_url,
             "NUBIS_JOB_TOKEN": token,
             **torchrun_env(spec, job_id=job.id, attempt=attempt),
@@ -96,6 +97,13 @@ class JobStarts:
                         nodes=tuple(nodes) or (LOCAL_NODE,) * spec.workers, env=env, resources=spec.resources,
                         requirements=tuple(spec.requirements), spread=spec.spread)
         return GangOrder(job.id, attempt, spec.code, gang)
+
+    def _storage_url(self, workspace: str) -> str:
+        """A local folder as it is (the sandbox grants it); S3 through the API with the job's
+        token, so that no workload holds the platform's S3 credentials, on any node."""
+        if self.ctx.store.local:
+            return self.ctx.store.files_url(workspace)
+        return api_storage_url(self.ctx.settings.workload_api_url)
 
     async def launch(self, order: GangOrder) -> GangResult:
         try:

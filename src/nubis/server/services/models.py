@@ -157,7 +157,8 @@ async def train(session: AsyncSession, ctx: ServerContext, caller: Caller, reque
     if request.amp:
         command.append("--amp")
     spec = JobSpec(command=command, workers=request.num_workers, resources=request.resources,
-                   max_retries=request.max_retries, priority=request.priority)
+                   max_retries=request.max_retries, priority=request.priority, spread=request.spread,
+                   node_selector=request.node_selector)
     purpose = {"kind": "train", "model": name, "dataset": request.data_path, "parent": None}
     return await jobs.create(session, ctx, caller, spec, kind="train", purpose=purpose)
 
