@@ -147,8 +147,8 @@ def test_a_control_plane_crash_and_restart_adopts_everything(cluster: Cluster) -
         after = until(lambda: (d := cluster.json("deployment", "get", "echo"))["ready_replicas"] == 2 and d,
                       "the replicas adopted")
     assert load.failures == [], load.failures[:5]
-    assert {(r["replica_id"], r["node"], r["restarts"]) for r in after["replicas"]} == \
-        {(r["replica_id"], r["node"], r["restarts"]) for r in before}
+    assert {(r["id"], r["node"], r["restarts"]) for r in after["replicas"]} == \
+        {(r["id"], r["node"], r["restarts"]) for r in before}
     messages = [e["message"] for e in cluster.json("deployment", "events", "echo")]
     assert messages.count("adopted after a restart") == 2, messages
     job = job_end(cluster, "sleeper")
