@@ -14,11 +14,11 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from nubis.errors import BundleError
 from nubis.photon.bundle import verified_hash
-from nubis.storage import ObjectStore, Store
+from nubis.storage import Store
 
 CHUNK = 1 << 20
 
@@ -59,10 +59,20 @@ def digest_of(artifact: Artifact, path: Path) -> str:
     return file_sha256(path)
 
 
-class ArtifactCache:
-    """A node's cache: ``folder/<digest>.<area>``; safe to use from several threads."""
+class Areas(Protocol):
+    """What the cache asks of the platform's storage: an ``ObjectStore``, or one that a node opens
+    on first use (``ray_actors.NodeStore``: a copy already in the cache never opens it)."""
 
-    def __init__(self, store: ObjectStore, folder: Path) -> None:
+    def photons(self, workspace: str) -> Store: ...
+
+    def files(self, workspace: str) -> Store: ...
+
+
+class ArtifactCache:
+    """A node's cache: ``folder/<digest>.<area>``; safe to use from several threads. Storage is
+    asked only when the copy is missing or wrong."""
+
+    def __init__(self, store: Areas, folder: Path) -> None:
         self.store = store
         self.folder = Path(folder)
         self._locks: dict[str, threading.Lock] = {}

@@ -7,7 +7,8 @@ log read by the control plane, ``poll``/``stop``/``forget``. It is created first
 
 1. fetch the job's code from storage (``ArtifactCache``, hash-checked) and unpack it as the cwd;
 2. the interpreter: the platform's, or a virtualenv of the job's requirements built on this node;
-3. restore ``.jobs/<job>/checkpoints/`` of the workspace's storage into ``NUBIS_CHECKPOINT_DIR``;
+3. restore ``.jobs/<job>/checkpoints/`` of the workspace's storage into ``NUBIS_CHECKPOINT_DIR``
+   (when the control plane saw any there: ``payload["restore"]``);
 4. run the command; while it runs, files changed in ``NUBIS_CHECKPOINT_DIR`` are pushed back every
    ``SYNC_EVERY_S`` (and deleted ones deleted), so an attempt on another node resumes from them;
 5. at exit, a last push, then ``NUBIS_OUTPUT_DIR`` is uploaded to the job's outputs
@@ -38,10 +39,10 @@ from nubis.backends.local_processes import REPLICA_ID_ENV, SECRET_ENV
 from nubis.backends.local_venvs import venv_of
 from nubis.backends.ray_actors import ReplicaActor, _die_with_parent, free_port, launch_command, node_sandbox
 from nubis.backends.sandbox import Sandbox
-from nubis.backends.workload_files import Seen, pull_folder, push_folder
+from nubis.backends.workload_files import Seen, holds_files, pull_folder, push_folder
 from nubis.errors import NubisError
 from nubis.models.jobs import job_outputs_path
-from nubis.storage import ObjectStore, Store
+from nubis.storage import Store
 
 log = logging.getLogger("nubis.backends.ray")
 
@@ -61,7 +62,6 @@ class WorkerActor(ReplicaActor):
         super().__init__(payload, storage_url, storage_options)
         self.port: int | None = None
         self.env: dict[str, str] | None = None
-        self.files: Store | None = None
         self.checkpoints = self.work / "checkpoints"
         self.error_file = self.work / "tmp" / f"error-{payload['replica_id']}.json"
         self.outputs = self.work / "outputs"
@@ -95,20 +95,19 @@ class WorkerActor(ReplicaActor):
         (self.root / "logs").mkdir(mode=0o700, exist_ok=True)
         await asyncio.to_thread(shutil.rmtree, self.work, True)
         self.work.mkdir(mode=0o711)
-        store = await asyncio.to_thread(ObjectStore.from_url, self.storage_url, **self.storage_options)
-        self.files = store.files(workspace)
         cwd = self.work / "code"
         if p["code"] is not None:
             self.detail = "fetching its code"
             archive = await asyncio.to_thread(
-                ArtifactCache(store, self.root / "artifacts").fetch, Artifact.from_dict(p["code"]))
+                ArtifactCache(self.store, self.root / "artifacts").fetch, Artifact.from_dict(p["code"]))
             await asyncio.to_thread(unpack_code, archive, cwd)
             await asyncio.to_thread(sandbox.give, cwd, workspace)
         python = await self._python(list(p["requirements"]), workspace, sandbox)
-        self.detail = "restoring its checkpoints"
         self.checkpoints.mkdir()
-        self._pushed = await asyncio.to_thread(pull_folder, self.files, checkpoints_path(p["job_id"]),
-                                               self.checkpoints)
+        if p["restore"]:  # the control plane saw checkpoints in storage
+            self.detail = "restoring its checkpoints"
+            self._pushed = await asyncio.to_thread(pull_folder, await self._files(),
+                                                   checkpoints_path(p["job_id"]), self.checkpoints)
         for folder in (cwd, self.checkpoints, self.outputs, self.work / "tmp", self.work / "home"):
             sandbox.own(folder, workspace)
         await asyncio.to_thread(sandbox.give, self.checkpoints, workspace)
@@ -163,13 +162,18 @@ class WorkerActor(ReplicaActor):
             self.detail = f"error reported by the script (torch.distributed.elastic): {error}"
         syncer.cancel()
         await self._push_checkpoints()
-        assert self.files is not None
         try:
-            outputs = job_outputs_path(self.payload["job_id"])
-            await asyncio.to_thread(push_folder, self.files, self.outputs, outputs, {}, delete=False)
+            if await asyncio.to_thread(holds_files, self.outputs):
+                outputs = job_outputs_path(self.payload["job_id"])
+                await asyncio.to_thread(push_folder, await self._files(), self.outputs, outputs, {},
+                                        delete=False)
         except (NubisError, OSError) as exc:
             self.detail = "; ".join(filter(None, [self.detail, f"its outputs could not be saved: {exc}"]))
         self.exit_code, self.state = code, "exited"
+
+    async def _files(self) -> Store:
+        """The workspace's files in storage (opened on first use: a thread, it may load the S3 client)."""
+        return await asyncio.to_thread(self.store.files, self.payload["workspace"])
 
     async def _sync_checkpoints(self) -> None:
         while True:
@@ -177,10 +181,11 @@ class WorkerActor(ReplicaActor):
             await self._push_checkpoints()
 
     async def _push_checkpoints(self) -> None:
-        assert self.files is not None
         async with self._push_lock:
             try:
-                self._pushed = await asyncio.to_thread(push_folder, self.files, self.checkpoints,
+                if not self._pushed and not await asyncio.to_thread(holds_files, self.checkpoints):
+                    return  # nothing saved yet, nothing to delete: storage is not even opened
+                self._pushed = await asyncio.to_thread(push_folder, await self._files(), self.checkpoints,
                                                        checkpoints_path(self.payload["job_id"]), self._pushed,
                                                        delete=True)
             except (NubisError, OSError) as exc:

@@ -94,10 +94,10 @@ def _bundle(spec: GangSpec) -> dict[str, float]:
     return bundle
 
 
-def _payload(spec: GangSpec, rank: int, run: str) -> dict[str, Any]:
+def _payload(spec: GangSpec, rank: int, run: str, *, restore: bool) -> dict[str, Any]:
     return {"replica_id": spec.worker_id(rank), "run": run, "job_id": spec.job_id,
             "workspace": spec.workspace, "rank": rank, "command": list(spec.command),
-            "requirements": list(spec.requirements),
+            "requirements": list(spec.requirements), "restore": restore,
             "code": spec.code_artifact.to_dict() if spec.code_artifact is not None else None}
 
 
@@ -147,7 +147,6 @@ class RayJobs(JobsCapability):
             folders = list((self.state_dir / "jobs").iterdir())
         except FileNotFoundError:
             return 0
-        store: ObjectStore | None = None
         removed = 0
         for folder in folders:
             try:
@@ -158,8 +157,7 @@ class RayJobs(JobsCapability):
             if now - ended <= retention_s:
                 continue
             try:
-                store = store or ObjectStore.from_url(self.storage, **self.storage_options)
-                store.files(workspace).delete(checkpoints_path(folder.name), recursive=True)
+                self._store.files(workspace).delete(checkpoints_path(folder.name), recursive=True)
             except NotFoundError:
                 pass
             except (NubisError, OSError) as exc:  # storage unreachable now: the next sweep tries again
@@ -185,12 +183,13 @@ class RayJobs(JobsCapability):
                               "names none")
         await self._free_worker_names(spec)
         await asyncio.to_thread(self._record_job, spec)
-        group = await asyncio.to_thread(self._place, spec)
+        group, restore = await asyncio.gather(asyncio.to_thread(self._place, spec),
+                                              asyncio.to_thread(self._has_checkpoints, spec))
         run = secrets.token_hex(8)
         actors: list[ActorHandle] = []
         try:
             nodes, addresses = await asyncio.to_thread(self._placed_nodes, group)
-            actors = await asyncio.to_thread(self._create_workers, spec, group, run)
+            actors = await asyncio.to_thread(self._create_workers, spec, group, run, restore)
             first = await _result(actors[0].prepare.remote(), CREATE_TIMEOUT_S)
             envs = rank_envs(nodes, addresses, master_port=first["port"], user_env=spec.env)
             starts = [a.start.remote({**spec.env, **env}) for a, env in zip(actors, envs, strict=True)]
@@ -201,6 +200,20 @@ class RayJobs(JobsCapability):
         log.info("started job %s attempt %d: %d worker(s) on %s", spec.job_id, spec.attempt, spec.workers,
                  ", ".join(nodes))
         return [self._worker_handle(spec, rank, run, node) for rank, node in enumerate(nodes)]
+
+    @functools.cached_property
+    def _store(self) -> ObjectStore:
+        return ObjectStore.from_url(self.storage, **self.storage_options)
+
+    def _has_checkpoints(self, spec: GangSpec) -> bool:
+        """Whether the job has checkpoints in storage for its workers to restore, asked once here
+        rather than by every worker (one that finds none never opens storage: no S3 client to
+        load in its fresh process); True when storage cannot say, so the workers look themselves."""
+        try:
+            return bool(self._store.files(spec.workspace).list(checkpoints_path(spec.job_id) + "/"))
+        except Exception as exc:  # never a reason not to start: the workers look themselves
+            log.info("job %s: checkpoints not listed (%s); its workers look themselves", spec.job_id, exc)
+            return True
 
     def _record_job(self, spec: GangSpec) -> None:
         """Which workspace's storage holds the job's checkpoints (``sweep_jobs`` deletes them)."""
@@ -249,7 +262,8 @@ class RayJobs(JobsCapability):
         addresses = {str(n["NodeID"]): str(n["NodeManagerAddress"]) for n in ray.nodes()}
         return nodes, addresses
 
-    def _create_workers(self, spec: GangSpec, group: PlacementGroup, run: str) -> list[ActorHandle]:
+    def _create_workers(self, spec: GangSpec, group: PlacementGroup, run: str,
+                        restore: bool) -> list[ActorHandle]:
         options: dict[str, Any] = {"namespace": NAMESPACE, "lifetime": "detached", "max_restarts": 0,
                                    "num_cpus": spec.resources.cpu, "num_gpus": spec.resources.gpu}
         if spec.resources.memory:
@@ -260,7 +274,7 @@ class RayJobs(JobsCapability):
                                                         placement_group_bundle_index=rank)
             actors.append(_worker_class().options(
                 name=worker_name(spec.worker_id(rank)), scheduling_strategy=strategy, **options,
-            ).remote(_payload(spec, rank, run), self.storage, self.storage_options))
+            ).remote(_payload(spec, rank, run, restore=restore), self.storage, self.storage_options))
         return actors
 
     def _undo(self, spec: GangSpec, actors: list[ActorHandle]) -> None:

@@ -38,6 +38,11 @@ def open_plain(name: str, dir_fd: int) -> int | None:
     return None
 
 
+def holds_files(folder: Path) -> bool:
+    """Whether anything but folders lies below ``folder`` (links too): nothing to push when not."""
+    return any(names for _root, _dirs, names in os.walk(folder))
+
+
 def push_folder(store: Store, folder: Path, prefix: str, known: Seen, *, delete: bool) -> Seen:
     """Upload the files of ``folder`` that changed since ``known`` to ``prefix/``; with ``delete``,
     delete there the ones gone since. Returns what the folder holds now."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.backends.workload_files import pull_folder, push_folder
+from nubis.backends.workload_files import holds_files, pull_folder, push_folder
 from nubis.storage import ObjectStore, Store
 
 PREFIX = ".jobs/j1/checkpoints"
@@ -66,3 +66,11 @@ def test_a_pulled_folder_is_what_storage_holds(store: Store, tmp_path: Path) -> 
     assert sorted(known) == ["a/b.txt", "c.txt"] and (folder / "a" / "b.txt").read_text() == "b"
     assert push_folder(store, folder, PREFIX, known, delete=True) == known  # nothing to push back
     assert pull_folder(store, ".jobs/none/checkpoints", tmp_path / "empty") == {}
+
+
+def test_a_folder_holds_files_once_anything_but_folders_lies_below_it(tmp_path: Path) -> None:
+    assert not holds_files(tmp_path / "missing")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert not holds_files(tmp_path)  # a worker with nothing to save never opens storage
+    (tmp_path / "a" / "b" / "link").symlink_to("/etc/passwd")
+    assert holds_files(tmp_path)  # push_folder decides what of it is copied
