@@ -13,6 +13,7 @@ skips the importing test module when Ray is not installed (fails under ``CI=true
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,10 +80,45 @@ def simulated_cluster(node_dir: Path) -> Iterator[SimulatedCluster]:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="nubis", log_to_driver=False)
         yield SimulatedCluster(cluster.address, cluster, nodes)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if previous is None:
-            os.environ.pop("NUBIS_NODE_DIR", None)
-        else:
-            os.environ["NUBIS_NODE_DIR"] = previous
+    except BaseException:
+        shutdown(ray, cluster, previous)
+        raise
+    shutdown(ray, cluster, previous)
+    left = until_gone(node_dir)
+    assert not left, f"processes of the cluster's nodes outlived it: {left}"
+
+
+def shutdown(ray: ModuleType, cluster: Any, previous: str | None) -> None:
+    ray.shutdown()
+    cluster.shutdown()
+    if previous is None:
+        os.environ.pop("NUBIS_NODE_DIR", None)
+    else:
+        os.environ["NUBIS_NODE_DIR"] = previous
+
+
+def node_processes(node_dir: Path) -> list[str]:
+    """Live processes that belong to the cluster's nodes: their environ names ``node_dir`` (every
+    Ray worker and workload started there inherits it) or they run inside it."""
+    marker = f"NUBIS_NODE_DIR={node_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in environ or cwd.startswith(str(node_dir)):
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+def until_gone(node_dir: Path, timeout: float = 30.0) -> list[str]:
+    """The node processes still alive after ``timeout`` s (Ray stops its workers asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while (left := node_processes(node_dir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left

@@ -156,21 +156,41 @@ def test_a_control_plane_crash_and_restart_adopts_everything(cluster: Cluster) -
     assert "slept through it" in cluster.cli("job", "logs", "sleeper")
 
 
-def test_a_lost_node_s_replica_is_replaced_on_another_node(cluster: Cluster) -> None:
+def test_a_lost_node_s_replica_moves_and_its_gang_resumes_from_the_checkpoint(cluster: Cluster) -> None:
     replicas = cluster.json("deployment", "get", "echo")["replicas"]
     lost = cluster.ray.node_id("gpu-b")
     assert lost in {r["node"] for r in replicas}
-    cluster.ray.add("gpu-c", num_cpus=2, num_gpus=2)  # where the replica can go
-    cluster.ray.remove("gpu-b", graceful=False)
+    name = cluster.json("train", "--model", "mlp", "--data", "builtin:digits", "--workers", "3", "--spread",
+                        "--epochs", "15", "--batch-size", "16", "--cpu", "1", "--memory", "768Mi",
+                        "--name", "moved", "--no-wait")["name"]
+    job = until(lambda: (j := cluster.json("job", "get", name))["metrics"].get("epoch", 0) >= 4 and j,
+                "the trainer passes epoch 4", timeout=300)
+    assert lost in {w["node"] for w in job["worker_status"]}  # one worker per node: one on gpu-b
+    cluster.ray.add("gpu-c", num_cpus=2, num_gpus=2)  # where the replica and the worker can go
+    load = Load(f"{cluster.platform.gateway_url}/default/echo/echo",
+                {"authorization": f"Bearer {cluster.platform.admin_token}"})
+    with load.running(threads=2):
+        cluster.ray.remove("gpu-b", graceful=False)
 
-    def replaced() -> bool:
-        now = cluster.json("deployment", "get", "echo")["replicas"]
-        ready = [r for r in now if r["status"] == "ready"]
-        return len(ready) == 2 and lost not in {r["node"] for r in ready}
+        def replaced() -> bool:
+            now = cluster.json("deployment", "get", "echo")["replicas"]
+            ready = [r for r in now if r["status"] == "ready"]
+            return len(ready) == 2 and lost not in {r["node"] for r in ready}
 
-    until(replaced, "two ready replicas, none on the lost node")
+        until(replaced, "two ready replicas, none on the lost node")
+        assert load.served_during(1) > 0
     node = cluster.json("node", "get", lost[:12])
     assert node["alive"] is False
     assert [e["kind"] for e in node["events"]][-1] == "lost"
     events = cluster.json("deployment", "events", "echo")
     assert any("its node was lost" in e["message"] for e in events), events
+
+    done = job_end(cluster, job["name"])
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["attempt"] == 2 and lost not in {w["node"] for w in done["worker_status"]}
+    assert done["metrics"]["accuracy"] >= 0.9
+    job_events = " ".join(e["message"] for e in cluster.json("job", "events", job["name"]))
+    assert "node_lost" in job_events or "node was lost" in job_events, job_events
+    resumed = cluster.cli("job", "logs", job["name"], "--worker", "0", "--tail", "500")
+    assert "resuming from epoch" in resumed, resumed[-2000:]
+
