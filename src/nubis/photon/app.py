@@ -38,6 +38,7 @@ def build_app(
     settings = settings or ServeSettings()
     runtime = PhotonRuntime(photon_cls, settings)
     metrics = PhotonMetrics()
+    metrics.add_source(lambda: runtime.instance.collectors() if runtime.instance else ())
     routes = [
         HandlerRoute(spec, runtime, metrics.for_handler(name))
         for name, spec in photon_cls.handlers.items()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from starlette.requests import Request
+from starlette.responses import Response
 
 from nubis.errors import PhotonDefinitionError
 from nubis.models.photons import HandlerInfo
@@ -55,6 +57,8 @@ class HandlerSpec:
     streaming: bool
     binary_response: bool
     response_annotated: bool = field(default=False)
+    request_param: str | None = None
+    """The parameter annotated ``starlette.requests.Request``: it gets the request, body unread."""
 
     @property
     def batched(self) -> bool:
@@ -171,6 +175,7 @@ def _build_spec(
     sig = inspect.signature(func)
     fields: dict[str, Any] = {}
     file_params: list[str] = []
+    request_param: str | None = None
     params = list(sig.parameters.values())
     if not params or params[0].name != "self":
         raise PhotonDefinitionError(f"{where}: a handler is a method; its first parameter is self")
@@ -180,10 +185,19 @@ def _build_spec(
         if p.kind is p.POSITIONAL_ONLY:
             raise PhotonDefinitionError(f"{where}: positional-only parameters are not supported")
         annotation = hints.get(p.name, Any)
+        if isinstance(annotation, type) and issubclass(annotation, Request):
+            request_param = p.name
+            continue
         if _mentions_file(annotation):
             file_params.append(p.name)
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (annotation, default)
+
+    if request_param is not None and (fields or options.max_batch_size > 1):
+        raise PhotonDefinitionError(
+            f"{where}: a handler that takes the Request reads the body itself: "
+            "it has no other parameters and cannot be batched"
+        )
 
     model_name = f"{owner.__name__}_{name}_Request"
     try:
@@ -197,7 +211,9 @@ def _build_spec(
     ret = hints.get("return", Any)
     streaming = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
     item_type = ret
-    if get_origin(ret) in _STREAM_ORIGINS:
+    if isinstance(ret, type) and issubclass(ret, Response):  # sent as it is
+        item_type = Any
+    elif get_origin(ret) in _STREAM_ORIGINS:
         streaming = True
         args = get_args(ret)
         item_type = args[0] if args else Any
@@ -227,6 +243,7 @@ def _build_spec(
         streaming=streaming,
         binary_response=binary,
         response_annotated="return" in hints and item_type is not Any,
+        request_param=request_param,
     )
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from nubis.metrics_registry import TEXT_FORMAT, new_registry
 
@@ -50,6 +54,10 @@ class PhotonMetrics:
             registry=self.registry,
         )
 
+    def add_source(self, collectors: Callable[[], Iterable[Collector]]) -> None:
+        """Serve what ``collectors()`` yields at each scrape too (the photon's own metrics)."""
+        self.registry.register(_Source(collectors))
+
     def for_handler(self, name: str) -> HandlerMetrics:
         return HandlerMetrics(self, name)
 
@@ -80,3 +88,18 @@ class HandlerMetrics:
 
     def error(self, code: str) -> None:
         self._metrics.errors.labels(self._name, code).inc()
+
+
+class _Source:
+    """Collectors asked for at scrape time (none before init()); never described, so never
+    collected at registration."""
+
+    def __init__(self, collectors: Callable[[], Iterable[Collector]]) -> None:
+        self.collectors = collectors
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors():
+            yield from collector.collect()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, ClassVar
+
+from prometheus_client.registry import Collector
 
 from nubis.errors import PhotonDefinitionError
 from nubis.models.photons import HandlerInfo
@@ -63,6 +66,11 @@ class Photon:
 
     def shutdown(self) -> None:
         """Release resources. Runs once, after in-flight requests finished."""
+
+    def collectors(self) -> Iterable[Collector]:
+        """Prometheus collectors (a ``CollectorRegistry`` is one) served on this photon's
+        ``/metrics`` next to nubis's own; asked at each scrape once ``init()`` has finished."""
+        return ()
 
 
 def _collect_handlers(cls: type[Photon]) -> dict[str, HandlerSpec]:

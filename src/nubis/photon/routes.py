@@ -110,7 +110,7 @@ class HandlerRoute:
         streaming = False
         try:
             response = await self._handle(request)
-            streaming = isinstance(response, StreamingResponse)
+            streaming = self.spec.streaming and isinstance(response, StreamingResponse)
         except NubisError as exc:
             response = self._failed(exc)
         except ClientDisconnect:  # the caller left during its body: nobody to answer, no error
@@ -161,6 +161,11 @@ class HandlerRoute:
 
     async def _parse(self, request: Request) -> dict[str, Any]:
         model = self.spec.request_model
+        if self.spec.request_param is not None:  # the handler reads the body, within the limit
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                raise _too_large(self.limit)
+            return {self.spec.request_param: Request(request.scope, self._limited(request.receive))}
         try:
             if self.spec.options.method == "GET":
                 return model.model_validate(dict(request.query_params)).__dict__
@@ -220,7 +225,7 @@ class HandlerRoute:
             if spec.options.timeout is None:
                 return await call
             return await asyncio.wait_for(call, spec.options.timeout)
-        except NubisError:
+        except (NubisError, ClientDisconnect):
             raise
         except TimeoutError:
             raise HandlerTimeoutError(
@@ -258,6 +263,8 @@ class HandlerRoute:
         return HandlerError(f"{type(exc).__name__}: {exc}", details=details)
 
     def _encode(self, result: Any) -> Response:
+        if isinstance(result, Response):  # the handler answered itself (status, headers, body)
+            return result
         spec = self.spec
         if spec.binary_response or not spec.response_annotated:
             file = _as_file(result)
