@@ -156,6 +156,50 @@ def test_a_control_plane_crash_and_restart_adopts_everything(cluster: Cluster) -
     assert "slept through it" in cluster.cli("job", "logs", "sleeper")
 
 
+def nubis_ray_objects(job_id: str) -> list[str]:
+    """The job's placement groups not removed and its worker actors, as Ray lists them."""
+    import ray
+
+    groups = [g["name"] for g in ray.util.placement_group_table().values()
+              if job_id in g["name"] and g["state"] != "REMOVED"]
+    actors = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if job_id in a["name"]]
+    return groups + actors
+
+
+def test_a_gang_the_nodes_cannot_hold_now_waits_with_the_reason_and_cancel_frees_it(cluster: Cluster) -> None:
+    never = cluster.platform.cli("job", "submit", "--name", "four", "--workers", "4", "--spread", "--no-code",
+                                 "--cpu", "0.25", "--memory", "128Mi", "--", "python", "-c", "pass")
+    assert never.returncode == 1 and "needs 4 distinct nodes" in never.stderr, never.stderr
+    # a sleeper holds 1 of gpu-a's 2 CPUs: three nodes with 1.5 CPU free each, not now, maybe later
+    cluster.cli("job", "submit", "--name", "hog", "--cpu", "1", "--memory", "128Mi", "--node-label",
+                "nubis.io/pool=a100", "--no-code", "--", "python", "-c", "import time; time.sleep(600)")
+    until(lambda: cluster.json("job", "get", "hog")["status"] == "running", "the sleeper runs")
+    job = cluster.json("job", "submit", "--name", "later", "--workers", "3", "--spread", "--cpu", "1.5",
+                       "--memory", "128Mi", "--no-code", "--output", "json", "--", "python", "-c", "pass")
+    waiting = until(lambda: "1.5 CPU" in ((j := cluster.json("job", "get", "later"))["reason"] or "") and j,
+                    "the reason it waits")
+    assert waiting["status"] == "queued", waiting
+    for name in ("later", "hog"):
+        cluster.cli("job", "cancel", name)
+        until(lambda n=name: cluster.json("job", "get", n)["status"] == "cancelled", f"{name} cancelled")
+    assert nubis_ray_objects(job["id"]) == []
+
+
+FAILING_RANK = "import os, sys; sys.exit(1 if os.environ['RANK'] == '1' else 0)"
+
+
+def test_a_rank_exiting_1_stops_the_gang_and_it_is_retried(cluster: Cluster) -> None:
+    job = cluster.json("job", "submit", "--name", "flaky", "--workers", "2", "--cpu", "0.25", "--memory",
+                       "128Mi", "--max-retries", "1", "--no-code", "--output", "json", "--",
+                       "python", "-c", FAILING_RANK)
+    done = job_end(cluster, "flaky")
+    assert (done["status"], done["attempt"]) == ("failed", 2), done
+    assert "worker 1 exited with code 1" in done["reason"], done["reason"]
+    messages = " ".join(e["message"] for e in cluster.json("job", "events", "flaky"))
+    assert "retry" in messages, messages
+    until(lambda: nubis_ray_objects(job["id"]) == [], "the gang's actors and group removed")
+
+
 def test_a_lost_node_s_replica_moves_and_its_gang_resumes_from_the_checkpoint(cluster: Cluster) -> None:
     replicas = cluster.json("deployment", "get", "echo")["replicas"]
     lost = cluster.ray.node_id("gpu-b")
