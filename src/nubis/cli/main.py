@@ -10,6 +10,7 @@ from nubis._version import __version__
 from nubis.cli import (
     deployments,
     jobs,
+    llm,
     models,
     nodes,
     photon,
@@ -33,6 +34,7 @@ app.add_typer(deployments.app, name="deployment")
 app.add_typer(jobs.app, name="job")
 app.command("train")(models.train)
 app.add_typer(models.app, name="model")
+app.add_typer(llm.app, name="llm")
 app.add_typer(workspaces.app, name="workspace")
 app.add_typer(tokens.app, name="token")
 app.add_typer(secrets.app, name="secret")

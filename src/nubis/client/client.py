@@ -6,6 +6,7 @@ from nubis.client.base import Transport
 from nubis.client.config import resolve
 from nubis.client.deployments import DeploymentsAPI
 from nubis.client.jobs import JobsAPI
+from nubis.client.llm import LLMAPI
 from nubis.client.models import ModelsAPI
 from nubis.client.nodes import NodesAPI
 from nubis.client.photons import PhotonsAPI
@@ -38,6 +39,7 @@ class Client:
         self.deployments = DeploymentsAPI(self._transport)
         self.jobs = JobsAPI(self._transport)
         self.models = ModelsAPI(self._transport)
+        self.llm = LLMAPI(self._transport)
         self.nodes = NodesAPI(self._transport)
 
     @property

@@ -20,10 +20,19 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from nubis.errors import HandlerTimeoutError, NotFoundError, NubisError, PayloadTooLargeError
+from nubis.errors import BadRequestError, HandlerTimeoutError, NotFoundError, NubisError, PayloadTooLargeError
 from nubis.errors import UnauthorizedError as _Unauthorized
 from nubis.gateway.headers import header, request_headers, response_headers
 from nubis.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from nubis.gateway.openai_routes import (
+    MODELS,
+    ROUTED,
+    is_openai_path,
+    may_use_workspace,
+    models_list,
+    openai_error_body,
+    requested_model,
+)
 from nubis.gateway.routing import (
     FAILED_BACKOFF_S,
     REPLACEMENT_WAIT_S,
@@ -32,6 +41,7 @@ from nubis.gateway.routing import (
     Router,
     split_path,
 )
+from nubis.models.routes import DEFAULT_MAX_BODY_BYTES
 from nubis.photon.runtime import REPLICA_KEY_HEADER
 
 log = logging.getLogger("nubis.gateway")
@@ -43,6 +53,7 @@ Startup = Callable[["GatewayApp"], Awaitable[list[asyncio.Task[None]]]]
 
 BUFFER_BYTES = 1024 * 1024  # bodies up to this size are read whole (one write each way)
 JSON_HEADERS = [(b"content-type", b"application/json")]
+WORKSPACE_V1 = "v1"  # /<workspace>/v1/...: the workspace's OpenAI base URL (RESERVED_NAMES: no deployment's)
 
 
 class NoReplicaError(NubisError):
@@ -147,36 +158,103 @@ class GatewayApp:
             await self._own_paths(scope, send)
             return
         workspace, name, rest = parsed
-        dep = await self._admit(workspace, name, header(scope["headers"], b"authorization"))
+        if name == WORKSPACE_V1:
+            await self._workspace_v1(workspace, rest, scope, receive, send)
+            return
+        authorization = header(scope["headers"], b"authorization")
+        dep = await self._admit(lambda: self.router.get(workspace, name), authorization)
         if dep is None:
             self.metrics.unrouted.labels("401").inc()
             await _send_error(send, _Unauthorized(
                 f"no deployment {workspace}/{name} that this caller may use: check the name and, "
                 "for a private deployment, send 'Authorization: Bearer <token>' with a token of "
-                "its workspace", details={"workspace": workspace, "deployment": name}))
+                "its workspace", details={"workspace": workspace, "deployment": name}),
+                openai=is_openai_path(rest))
             return
+        await self._counted(dep, self._serve(dep, rest, scope, receive, send))
+
+    async def _counted(self, dep: Deployment, serving: Awaitable[int]) -> None:
         started = time.perf_counter()
         status = 500
         try:
-            status = await self._serve(dep, rest, scope, receive, send)
+            status = await serving
         finally:
             dep.finished += 1
             dep.metrics.observe(status, time.perf_counter() - started)
 
-    async def _admit(self, workspace: str, name: str, authorization: bytes | None) -> Deployment | None:
-        """The deployment if it is listed and the caller may use it; else None, after waiting
-        once for the next table (a deployment or token created a moment ago is one poll away).
-        An unknown deployment and a refused token take the same path, so the answer and its
-        timing do not tell whether a private deployment exists."""
-        dep = self.router.get(workspace, name)
+    async def _admit(self, find: Callable[[], Deployment | None],
+                     authorization: bytes | None) -> Deployment | None:
+        """The deployment ``find`` gives if it is listed and the caller may use it; else None,
+        after waiting once for the next table (a deployment or token created a moment ago is one
+        poll away). An unknown deployment and a refused token take the same path, so the answer
+        and its timing do not tell whether a private deployment exists."""
+        dep = find()
         if dep is not None and dep.allows(authorization, now=time.time()):
             return dep
         if not await self.router.wait_table(self.settings.unknown_wait_s):
             return None
-        dep = self.router.get(workspace, name)
+        dep = find()
         if dep is not None and dep.allows(authorization, now=time.time()):
             return dep
         return None
+
+    async def _workspace_v1(self, workspace: str, rest: bytes, scope: Scope, receive: Receive,
+                            send: Send) -> None:
+        """``/<workspace>/v1/...``: the workspace's OpenAI base URL (``openai_routes``)."""
+        authorization = header(scope["headers"], b"authorization")
+        if rest == MODELS and scope["method"] == "GET":
+            deps = self.router.in_workspace(workspace)
+            if not may_use_workspace(deps, authorization, now=time.time()):
+                await self.router.wait_table(self.settings.unknown_wait_s)
+                deps = self.router.in_workspace(workspace)
+                if not may_use_workspace(deps, authorization, now=time.time()):
+                    await self._refuse_workspace(workspace, send)
+                    return
+            await _send_body(send, 200, JSON_HEADERS,
+                             models_list(workspace, deps, authorization, now=time.time()))
+            return
+        if rest not in ROUTED or scope["method"] != "POST":
+            self.metrics.unrouted.labels("404").inc()
+            await _send_error(send, NotFoundError(
+                f"no route {scope['method']} /{workspace}/v1{rest.decode('latin-1')}: the workspace's "
+                "base URL serves POST /v1/chat/completions, POST /v1/completions and GET /v1/models"),
+                openai=True)
+            return
+        try:
+            body = await _read_body(receive, DEFAULT_MAX_BODY_BYTES)
+        except _ClientGone:
+            return
+        except _BodyTooLarge:
+            body = _StreamedBody(b"", receive, 0)
+        if isinstance(body, _StreamedBody):
+            await _send_error(send, PayloadTooLargeError(
+                f"the workspace's base URL takes JSON bodies up to {BUFFER_BYTES} bytes: call the "
+                "deployment's own base URL, /<workspace>/<deployment>/v1, for larger ones"), openai=True)
+            return
+        model = requested_model(body)
+        if model is None:
+            await _send_error(send, BadRequestError(
+                "the body needs a 'model' field: the name of an LLM deployment of this workspace "
+                f"(GET /{workspace}/v1/models lists them)"), openai=True, param="model")
+            return
+        dep = await self._admit(lambda: self.router.llm(workspace, model), authorization)
+        if dep is None:
+            if not may_use_workspace(self.router.in_workspace(workspace), authorization, now=time.time()):
+                await self._refuse_workspace(workspace, send)
+                return
+            self.metrics.unrouted.labels("404").inc()
+            await _send_error(send, NotFoundError(
+                f"the model {model!r} does not exist in workspace {workspace!r}: GET /{workspace}/v1/models "
+                "lists the LLM deployments you may call", details={"model": model}),
+                openai=True, param="model", code="model_not_found")
+            return
+        await self._counted(dep, self._send_on(dep, b"/v1" + rest, scope, body, receive, send))
+
+    async def _refuse_workspace(self, workspace: str, send: Send) -> None:
+        self.metrics.unrouted.labels("401").inc()
+        await _send_error(send, _Unauthorized(
+            f"send 'Authorization: Bearer <token>' with a token of workspace {workspace!r}",
+            details={"workspace": workspace}), openai=True, code="invalid_api_key")
 
     async def _own_paths(self, scope: Scope, send: Send) -> None:
         path = scope["path"]
@@ -226,6 +304,15 @@ class GatewayApp:
         except _ClientGone:
             log.debug("%s: the client left before the end of its request body", dep.label)
             return CLIENT_GONE
+        return await self._send_on(dep, rest, scope, body, receive, send)
+
+    async def _send_on(self, dep: Deployment, rest: bytes, scope: Scope, body: bytes | _StreamedBody,
+                       receive: Receive, send: Send) -> int:
+        """Hold until a replica is ready (scale from zero), then forward ``body``."""
+        route = dep.route
+        headers = scope["headers"]
+        if not isinstance(body, _StreamedBody) and len(body) > route.max_body_bytes:
+            return await _send_error(send, _too_large(dep))
         if not dep.ready and not await dep.wait_ready(route.hold_s):
             return await _send_error(send, NoReplicaError(
                 f"{dep.label} has no ready replica (waited {route.hold_s:g} s): it may be "
@@ -416,6 +503,10 @@ async def _send_body(send: Send, status: int, headers: list[tuple[bytes, bytes]]
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, exc: NubisError) -> int:
-    await _send_body(send, exc.http_status, JSON_HEADERS, json.dumps(exc.to_body()).encode())
+async def _send_error(send: Send, exc: NubisError, *, openai: bool = False, param: str | None = None,
+                      code: str | None = None) -> int:
+    """``exc`` in nubis's error shape, or in OpenAI's (``/v1/`` paths: the ``openai`` client's class)."""
+    body = (openai_error_body(exc, param=param, code=code) if openai
+            else json.dumps(exc.to_body()).encode())
+    await _send_body(send, exc.http_status, JSON_HEADERS, body)
     return exc.http_status

@@ -155,11 +155,20 @@ class Router:
         self.metrics = metrics
         self.version: int | None = None
         self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.llms: dict[str, dict[str, Deployment]] = {}  # workspace → model id → LLM deployment
+        self.workspaces: dict[str, list[Deployment]] = {}  # workspace → its deployments
         self._gone: list[Deployment] = []
         self._applied: asyncio.Event | None = None
 
     def get(self, workspace: str, name: str) -> Deployment | None:
         return self.deployments.get((workspace, name))
+
+    def llm(self, workspace: str, model: str) -> Deployment | None:
+        """The LLM deployment of ``workspace`` that answers to ``model`` (the request's field)."""
+        return self.llms.get(workspace, {}).get(model)
+
+    def in_workspace(self, workspace: str) -> list[Deployment]:
+        return self.workspaces.get(workspace, [])
 
     def apply(self, table: RoutingTable) -> None:
         """Switch to ``table``. Held requests of a deployment that left the table get 404-like
@@ -180,6 +189,11 @@ class Router:
                 else:
                     self.metrics.forget(*key)
         self.deployments = fresh
+        self.llms, self.workspaces = {}, {}
+        for (workspace, _), dep in sorted(fresh.items()):
+            self.workspaces.setdefault(workspace, []).append(dep)
+            if dep.route.llm_model is not None:  # two with one id: the first by name answers
+                self.llms.setdefault(workspace, {}).setdefault(dep.route.llm_model, dep)
         self.version = table.version
         if self._applied is not None:
             self._applied.set()

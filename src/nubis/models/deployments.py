@@ -99,6 +99,11 @@ class AutoscalingSpec(BaseModel):
     scale_to_zero_after_s: float = Field(
         default=300.0, ge=0, description="idle time before scaling to zero; only when min_replicas is 0"
     )
+    target_waiting: float | None = Field(
+        default=None, gt=0,
+        description="LLM deployments: waiting requests one replica should carry (the scaling signal "
+                    "instead of target_in_flight); null for other deployments",
+    )
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> AutoscalingSpec:
@@ -107,6 +112,31 @@ class AutoscalingSpec(BaseModel):
                 f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
             )
         return self
+
+
+RESERVED_NAMES = frozenset({"v1"})
+"""Names no deployment may take: ``/<workspace>/v1/...`` is the workspace's OpenAI base URL."""
+
+
+class LLMSpec(BaseModel):
+    """What marks a deployment as an LLM endpoint (``nubis llm deploy`` sets it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$",
+                       description="the id the OpenAI API answers to (a request's `model`)")
+    source: str = Field(max_length=1024, description="pypi:PACKAGE, storage:PATH or model:NAME:VERSION")
+    engine: str = Field(default="transformers", max_length=64)
+
+
+class LLMInfo(BaseModel):
+    """:class:`LLMSpec` as the platform reports it (tolerant of fields a newer server adds)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    source: str = ""
+    engine: str = ""
 
 
 class DeploymentSpec(BaseModel):
@@ -127,6 +157,15 @@ class DeploymentSpec(BaseModel):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     node_selector: NodeSelector = Field(
         default_factory=dict, description="node labels every replica's node must have (key → value)")
+    llm: LLMSpec | None = Field(default=None, description="set on LLM deployments (`nubis llm deploy`)")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_NAMES:
+            raise ValueError(f"{name!r} is reserved: /<workspace>/{name}/ is the workspace's OpenAI "
+                             "base URL; choose another deployment name")
+        return name
 
     @field_validator("env")
     @classmethod
@@ -185,6 +224,7 @@ class Deployment(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, description="names of the secrets it gets")
     node_selector: dict[str, str] = Field(default_factory=dict, description="node labels its replicas need")
+    llm: LLMInfo | None = Field(default=None, description="set on LLM deployments")
     replicas: list[Replica] = Field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None

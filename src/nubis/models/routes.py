@@ -55,6 +55,10 @@ class DeploymentRoute(BaseModel):
     hold_s: float = Field(
         default=30.0, ge=0, description="how long a request waits for a ready replica"
     )
+    llm_model: str | None = Field(
+        default=None,
+        description="LLM deployments: the model id that /<workspace>/v1/... routes to this deployment",
+    )
 
     @property
     def key(self) -> tuple[str, str]:

@@ -41,6 +41,7 @@ from nubis.server.routers import (
     auth,
     deployments,
     jobs,
+    llm,
     metrics,
     models,
     nodes,
@@ -169,7 +170,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
-               deployments.router, jobs.router, models.router, nodes.router, metrics.router)
+               deployments.router, jobs.router, models.router, llm.router, nodes.router, metrics.router)
     for router in routers:
         app.include_router(router)
 

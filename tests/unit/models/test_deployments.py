@@ -33,9 +33,16 @@ def test_spec_defaults() -> None:
             "scale_up_delay_s": 5.0,
             "scale_down_delay_s": 30.0,
             "scale_to_zero_after_s": 300.0,
+            "target_waiting": None,
         },
         "node_selector": {},
+        "llm": None,
     }
+
+
+def test_v1_is_reserved_for_the_workspace_base_url() -> None:
+    with pytest.raises(pydantic.ValidationError, match="'v1' is reserved"):
+        DeploymentSpec(name="v1", photon="echo")
 
 
 def test_node_selectors_are_checked() -> None:

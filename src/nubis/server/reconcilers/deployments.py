@@ -21,10 +21,12 @@ from nubis.errors import EnvironmentPendingError, NoCapacityError, NubisError
 from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus, split_photon_ref
 from nubis.server.context import ServerContext
 from nubis.server.orm import DeploymentRow, ReplicaRow, WorkspaceRow, utcnow
+from nubis.server.reconcilers.llm_queues import QueueSampler, ReplicaTarget
 from nubis.server.reconcilers.replica_starts import ReplicaStarts, StartResult
 from nubis.server.scheduler.autoscaling import AutoscalingContext, decide_replicas
 from nubis.server.scheduler.replicas import deployment_status, is_crash_loop, restart_backoff
 from nubis.server.services.deployments import event
+from nubis.server.services.gateway import replica_key
 from nubis.server.services.replicas import switch_replica_status
 
 log = logging.getLogger("nubis.reconciler")
@@ -51,6 +53,7 @@ class DeploymentReconciler:
         self.interval_s = interval_s
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self.starts = ReplicaStarts(ctx)
+        self.queues = QueueSampler()
 
     async def run(self) -> None:
         await self.adopt()
@@ -110,6 +113,7 @@ class DeploymentReconciler:
                 strict=True,
             )
         )
+        await self._sample_queues(snapshots, probes, now)
         self.starts.begin_round(await asyncio.to_thread(self.ctx.backend.nodes))
         for snap in snapshots:
             try:
@@ -118,6 +122,29 @@ class DeploymentReconciler:
                 log.exception("reconciling deployment %s/%s failed; retrying next round",
                               snap.workspace, snap.deployment.name)
         await self._apply_starts(await self.starts.launch_all())
+
+    async def _sample_queues(self, snapshots: list[Snapshot], probes: dict[str, ReplicaProbe | BaseException],
+                             now: float) -> None:
+        """LLM deployments scale on their replicas' waiting requests: read them (no session open)."""
+        wanted = {}
+        for snap in snapshots:
+            if not (snap.deployment.spec or {}).get("llm"):
+                continue
+            try:
+                spec = DeploymentSpec.model_validate(snap.deployment.spec)
+            except ValueError:  # _reconcile_one logs it
+                continue
+            if spec.llm is None or spec.autoscaling.target_waiting is None:
+                continue
+            ready = [r for r in snap.replicas if r.endpoint and (
+                r.status == R.ready or (isinstance(probe := probes.get(r.id), ReplicaProbe) and probe.ready))]
+            wanted[snap.deployment.id] = (spec.autoscaling, [ReplicaTarget(r.endpoint, replica_key(r))
+                                                             for r in ready if r.endpoint])
+        self.queues.forget_others(set(wanted))
+        try:
+            await self.queues.sample(wanted, now)
+        except Exception:
+            log.exception("reading the LLM replicas' queues failed; retrying next round")
 
     async def _reconcile_one(self, snap: Snapshot, probes: dict[str, ReplicaProbe | BaseException],
                              now: float) -> None:
@@ -208,12 +235,13 @@ class DeploymentReconciler:
     ) -> None:
         book = self.ctx.loads.get(workspace, dep.name)
         ready = sum(1 for r in replicas if r.status == R.ready)
+        llm = spec.llm is not None and spec.autoscaling.target_waiting is not None
         decision = decide_replicas(
             AutoscalingContext(
                 spec=spec.autoscaling,
                 current_target=dep.target_replicas,
                 ready_replicas=ready,
-                load=tuple(book.samples),
+                load=self.queues.samples(dep.id) if llm else tuple(book.samples),
                 queued=book.queued,
                 last_scale_at=dep.last_scale_at or dep.created_at.timestamp(),
                 last_traffic_at=book.last_traffic_at,

@@ -24,6 +24,13 @@ The rules, first match wins (worked example in ``docs/deployments.md``):
    cautious choice, and stepping would keep idle replicas for ``delay × steps``.
 6. Otherwise hold.
 
+**LLM deployments** (``spec.target_waiting`` set) run the same rules on another signal: each sample
+is :func:`queue_load` of the replicas' ``nubis_llm_requests_waiting`` and how many replicas are
+generating, so a sample wants ``max(busy replicas, ceil(waiting / target_waiting))``: waiting
+requests beyond the target per replica add replicas, and a replica that is still generating is never
+scaled away (queue depth alone reads 0 while every replica is busy). Requests the gateway holds count
+as waiting.
+
 A rule that looks back over a delay needs a sample at or before ``now - delay`` (the load in effect
 when the delay began); with a shorter history it does not fire. Without any load sample the policy
 only applies rules 1 and 2: no data is not the same as no load.
@@ -83,9 +90,25 @@ def decide_replicas(ctx: AutoscalingContext, now: float) -> AutoscalingDecision:
 
 
 def wanted_replicas(spec: AutoscalingSpec, in_flight: float) -> int:
-    """Replicas that ``in_flight`` requests want, within ``[max(min_replicas, 1), max_replicas]``."""
-    want = math.ceil(in_flight / spec.target_in_flight)
+    """Replicas that ``in_flight`` requests (waiting ones for an LLM) want, within
+    ``[max(min_replicas, 1), max_replicas]``."""
+    want = math.ceil(in_flight / per_replica_target(spec) - 1e-9)
     return max(spec.min_replicas, 1, min(spec.max_replicas, want))
+
+
+def per_replica_target(spec: AutoscalingSpec) -> float:
+    """What one replica should carry: waiting requests for an LLM, else in-flight requests."""
+    return spec.target_waiting if spec.target_waiting is not None else spec.target_in_flight
+
+
+def queue_load(spec: AutoscalingSpec, *, waiting: float, busy_replicas: int) -> float:
+    """An LLM deployment's load sample: ``waiting`` requests over its replicas, ``busy_replicas`` of
+    which are generating. Worth ``max(busy_replicas, ceil(waiting / target_waiting))`` replicas."""
+    return max(float(waiting), busy_replicas * per_replica_target(spec))
+
+
+def _signal(spec: AutoscalingSpec) -> str:
+    return "waiting" if spec.target_waiting is not None else "in flight"
 
 
 def _samples(ctx: AutoscalingContext, now: float) -> list[LoadSample]:
@@ -139,8 +162,8 @@ def _up(ctx: AutoscalingContext, samples: list[LoadSample], now: float) -> Autos
         return None
     return AutoscalingDecision(
         level,
-        f"scaling up {ctx.current_target} → {level}: {_g(samples[-1][1])} in flight "
-        f"(target {_g(spec.target_in_flight)} per replica) for {_g(spec.scale_up_delay_s)}s",
+        f"scaling up {ctx.current_target} → {level}: {_g(samples[-1][1])} {_signal(spec)} "
+        f"(target {_g(per_replica_target(spec))} per replica) for {_g(spec.scale_up_delay_s)}s",
     )
 
 
@@ -168,15 +191,15 @@ def _down(ctx: AutoscalingContext, samples: list[LoadSample], now: float) -> Aut
         return None
     return AutoscalingDecision(
         level,
-        f"scaling down {current} → {level}: at most {_g(max(load for _, load in window))} in flight "
+        f"scaling down {current} → {level}: at most {_g(max(load for _, load in window))} {_signal(spec)} "
         f"for {_g(spec.scale_down_delay_s)}s",
     )
 
 
 def _holding(ctx: AutoscalingContext, in_flight: float) -> str:
     return (
-        f"holding at {ctx.current_target} ({ctx.ready_replicas} ready): {_g(in_flight)} in flight, "
-        f"target {_g(ctx.spec.target_in_flight)} per replica"
+        f"holding at {ctx.current_target} ({ctx.ready_replicas} ready): {_g(in_flight)} "
+        f"{_signal(ctx.spec)}, target {_g(per_replica_target(ctx.spec))} per replica"
     )
 
 

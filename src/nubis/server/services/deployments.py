@@ -20,6 +20,7 @@ from nubis.models.deployments import (
     DeploymentSpec,
     DeploymentStatus,
     DeploymentUpdateRequest,
+    LLMInfo,
     Replica,
     ReplicaStatus,
     split_photon_ref,
@@ -209,6 +210,7 @@ def to_model(
         env=spec.env,
         secrets=spec.secrets,
         node_selector=spec.node_selector,
+        llm=LLMInfo.model_validate(spec.llm.model_dump()) if spec.llm is not None else None,
         replicas=[
             Replica(
                 id=r.id,

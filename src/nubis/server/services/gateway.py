@@ -111,6 +111,7 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
                 ],
                 min_replicas=spec.autoscaling.min_replicas,
                 max_replicas=spec.autoscaling.max_replicas,
+                llm_model=spec.llm.model if spec.llm is not None else None,
             )
         )
     digest = hashlib.sha256("".join(r.model_dump_json() for r in routes).encode()).digest()

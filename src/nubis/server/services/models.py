@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,11 @@ from nubis.models.storage import normalize_path
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
 from nubis.server.orm import JobRow, ModelNameRow, ModelVersionRow, WorkspaceRow
-from nubis.server.services import audit, deployments, jobs, photons
+from nubis.server.services import audit, deployments, jobs, photon_builds, photons
 from nubis.storage import Store
 
 TASKS = ["python", "-m", "nubis.train.tasks"]
 DERIVED_RESOURCES = Resources(cpu=1, memory="1Gi")
-BUILD_TIMEOUT_S = 120
 
 
 def staging_path(job_id: str) -> str:
@@ -241,7 +238,7 @@ async def deploy(session: AsyncSession, ctx: ServerContext, caller: Caller, name
     row = await get_row_or_raise(session, caller, name, version)
     with tempfile.TemporaryDirectory(prefix="nubis-model-deploy-") as tmp:
         bundle = await _build_model_photon(ctx, caller, row, Path(tmp))
-        pushed = await photons.push(session, caller, ctx.store, _chunks(bundle),
+        pushed = await photons.push(session, caller, ctx.store, photon_builds.chunks(bundle),
                                     content_type="application/zip", content_length=str(bundle.stat().st_size))
     spec = DeploymentSpec(name=request.name, photon=f"{pushed.name}:{pushed.version}", access=request.access,
                           resources=request.resources, autoscaling=request.autoscaling)
@@ -250,8 +247,7 @@ async def deploy(session: AsyncSession, ctx: ServerContext, caller: Caller, name
 
 
 async def _build_model_photon(ctx: ServerContext, caller: Caller, row: ModelVersionRow, tmp: Path) -> Path:
-    """Fetch the version's files, write the photon folder and build its bundle in a subprocess
-    (building imports the photon, and the control plane never imports torch)."""
+    """Fetch the version's files, write the photon folder and build its bundle in a subprocess."""
     store = ctx.store.files(caller.workspace)
     await asyncio.to_thread(store.get_folder, row.path, tmp / "model")
     out = tmp / "model.photon"
@@ -261,24 +257,5 @@ async def _build_model_photon(ctx: ServerContext, caller: Caller, row: ModelVers
         "folder = write_model_photon(Path(sys.argv[1]), Path(sys.argv[2]), name=sys.argv[3]); "
         "build_bundle(str(folder), Path(sys.argv[4]))"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, str(tmp / "model"), str(tmp / "photon"), f"{row.name}-{row.version}",
-        str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), BUILD_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        raise NubisError(
-            f"building the photon for {row.name}:{row.version} took over {BUILD_TIMEOUT_S} s"
-        ) from None
-    if process.returncode != 0 or not out.exists():
-        lines = output.decode(errors="replace").strip().splitlines()[-3:]
-        raise NubisError(f"cannot build a photon for {row.name}:{row.version}: " + " | ".join(lines))
-    return out
-
-
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            yield chunk
+    args = [str(tmp / "model"), str(tmp / "photon"), f"{row.name}-{row.version}", str(out)]
+    return await photon_builds.build_in_subprocess(script, args, out, what=f"{row.name}:{row.version}")
