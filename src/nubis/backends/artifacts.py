@@ -9,6 +9,7 @@ refused.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import threading
@@ -90,12 +91,15 @@ class ArtifactCache:
         dest = self.folder / f"{artifact.digest}.{artifact.area}"
         with self._guard:
             lock = self._locks.setdefault(artifact.digest, threading.Lock())
-        with lock:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # One fetch per digest on the node: threads of this process, and other processes (two
+        # replicas' actors on one node), which must not replace a copy another has just handed out.
+        with lock, open(self.folder / f"{artifact.digest}.{artifact.area}.lock", "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
             if dest.exists():
                 if self._holds(artifact, dest):
                     return dest
                 dest.unlink()
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             try:
                 self._area(artifact).download(artifact.path, tmp)
