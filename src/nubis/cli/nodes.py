@@ -28,7 +28,7 @@ def used_of(used: NodeResources, total: NodeResources, kind: str) -> str:
 def row(node: Node) -> list[str]:
     labels = ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-"
     hidden = f" (+{node.hidden_workloads} other)" if node.hidden_workloads else ""
-    alive = "yes" if node.alive else f"no: {node.death_reason or 'lost'}"
+    alive = "yes" if node.alive else "no"  # why: `nubis node get ID`, which has room for it
     return [node.id[:12], node.address, alive, used_of(node.used, node.total, "cpu"),
             used_of(node.used, node.total, "memory"), used_of(node.used, node.total, "gpu"), labels,
             f"{len(node.workloads)}{hidden}"]

