@@ -24,10 +24,11 @@ from typing import Any, Literal
 import anyio
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from nubis.errors import NubisError
 from nubis.llm.engine import Engine, EngineStats, FinishReason, Generation, SamplingParams
 from nubis.llm.metrics import LLMMetrics
 
@@ -289,6 +290,13 @@ class OpenAIServer:
             gen = await self._generate(body)
         except OpenAIError as exc:
             return exc.response()
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer
+            raise
+        except NubisError as exc:  # the body limit
+            return OpenAIError(exc.message, status=exc.http_status).response()
+        except Exception:
+            log.exception("could not start a generation")
+            return internal_error().response()
         finally:
             self.pending -= 1
         self.metrics.prompt_tokens.inc(gen.prompt_tokens)

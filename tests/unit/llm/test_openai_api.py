@@ -18,6 +18,7 @@ import pytest
 
 from nubis.llm.engine import Engine, EngineStats, Generation, ModelInfo, SamplingParams
 from nubis.llm.photon import LLM, LLMConfig
+from nubis.photon.runtime import ServeSettings
 from nubis.photon.testing import photon_http
 
 MODEL = "tiny-chat"
@@ -294,6 +295,29 @@ async def test_a_failing_engine_is_a_server_error(http: httpx.AsyncClient) -> No
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error"
     assert engine_of(http).running == 0
+
+
+async def test_a_body_past_the_limit_and_an_engine_that_refuses_are_openai_errors(llm_env: None) -> None:
+    async with photon_http(ScriptedLLM, ServeSettings(max_body_size=200)) as http:
+        declared = await http.post("/v1/chat/completions", json=chat("x" * 300))
+        assert declared.status_code == 413  # refused by its content-length, before the handler
+
+        async def chunked() -> AsyncIterator[bytes]:
+            yield json.dumps(chat("x" * 300)).encode()
+
+        r = await http.post("/v1/chat/completions", content=chunked())
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "invalid_request_error"
+        assert "200 bytes" in r.json()["error"]["message"]
+
+        async def broken(prompt: str, params: SamplingParams) -> Generation:
+            raise RuntimeError("out of memory")
+
+        engine_of(http).generate = broken  # type: ignore[method-assign]
+        r = await http.post("/v1/chat/completions", json=chat())
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "server_error"
+        assert http.app.state.runtime.instance.api.pending == 0  # type: ignore[attr-defined]
 
 
 # ── streamed ────────────────────────────────────────────────────────────────────────────────────────
