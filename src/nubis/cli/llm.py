@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,6 +39,8 @@ def deploy(
     gpu: Annotated[int | None, typer.Option(help="GPUs per replica (default 0)")] = None,
     access: Annotated[str, typer.Option(help="private (a token is needed) or public")] = "private",
     env: Annotated[list[str] | None, typer.Option("--env", help="K=V, repeatable")] = None,
+    options: Annotated[str | None, typer.Option(
+        help='engine options as a JSON object, e.g. \'{"max_batch_size": 8}\'')] = None,
     wait: Annotated[bool, typer.Option(help="wait until ready")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for ready")] = 600,
     output: Output = "table",
@@ -54,7 +57,7 @@ def deploy(
             min_replicas=min_replicas,
             max_replicas=max_replicas if max_replicas is not None else max(min_replicas, 1),
             waiting_target=waiting_target, access=access,  # type: ignore[arg-type]
-            resources=_resources(cpu, memory, gpu), env=_env(env or []),
+            resources=_resources(cpu, memory, gpu), env=_env(env or []), options=_options(options),
         )
         if output != "json":
             render.line(f"deploying {name} ({found.source}, {found.engine})")
@@ -66,6 +69,16 @@ def deploy(
         return
     render.success(f"{name} {'ready' if wait and min_replicas > 0 else 'created'}: model {found.model!r}")
     _print_urls(found)
+
+
+def _options(text: str | None) -> dict[str, Any]:
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise BadRequestError(f"--options is not JSON: {exc}") from None
+    if not isinstance(found, dict):
+        raise BadRequestError("--options takes a JSON object, e.g. '{\"max_batch_size\": 8}'")
+    return found
 
 
 def _print_urls(found: LLMDeployment) -> None:

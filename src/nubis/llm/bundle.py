@@ -36,7 +36,7 @@ def _inherited(name):
 def _model_in_bundle():
     """NUBIS_LLM_MODEL as a path inside this bundle (model/...) → its absolute path here."""
     model = os.environ.get("NUBIS_LLM_MODEL", "")
-    if model.startswith("model") and not os.path.isabs(model) and (HERE / model).exists():
+    if (model == "model" or model.startswith("model/")) and (HERE / model).exists():
         os.environ["NUBIS_LLM_MODEL"] = str(HERE / model)
 
 

@@ -118,6 +118,13 @@ RESERVED_NAMES = frozenset({"v1"})
 """Names no deployment may take: ``/<workspace>/v1/...`` is the workspace's OpenAI base URL."""
 
 
+def check_not_reserved(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is reserved: /<workspace>/{name}/ is the workspace's OpenAI "
+                         "base URL; choose another deployment name")
+    return name
+
+
 class LLMSpec(BaseModel):
     """What marks a deployment as an LLM endpoint (``nubis llm deploy`` sets it)."""
 
@@ -162,10 +169,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, name: str) -> str:
-        if name in RESERVED_NAMES:
-            raise ValueError(f"{name!r} is reserved: /<workspace>/{name}/ is the workspace's OpenAI "
-                             "base URL; choose another deployment name")
-        return name
+        return check_not_reserved(name)
 
     @field_validator("env")
     @classmethod

@@ -19,13 +19,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nubis.errors import ValidationError
 from nubis.models.deployments import (
     DEPLOYMENT_NAME_PATTERN,
     AutoscalingSpec,
     Deployment,
+    check_not_reserved,
 )
 from nubis.models.models import split_model_ref
 from nubis.models.resources import NodeSelector, Resources
@@ -113,6 +114,11 @@ class LLMDeployRequest(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
     node_selector: NodeSelector = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        return check_not_reserved(name)
 
 
 class LLMDeployment(BaseModel):

