@@ -8,7 +8,7 @@ log read by the control plane, ``poll``/``stop``/``forget``. It is created first
 1. fetch the job's code from storage (``ArtifactCache``, hash-checked) and unpack it as the cwd;
 2. the interpreter: the platform's, or a virtualenv of the job's requirements built on this node;
 3. restore ``.jobs/<job>/checkpoints/`` of the workspace's storage into ``NUBIS_CHECKPOINT_DIR``
-   (when the control plane saw any there: ``payload["restore"]``);
+   (when the control plane saw any there: ``start``'s ``restore``);
 4. run the command; while it runs, files changed in ``NUBIS_CHECKPOINT_DIR`` are pushed back every
    ``SYNC_EVERY_S`` (and deleted ones deleted), so an attempt on another node resumes from them;
 5. at exit, a last push, then ``NUBIS_OUTPUT_DIR`` is uploaded to the job's outputs
@@ -62,6 +62,7 @@ class WorkerActor(ReplicaActor):
         super().__init__(payload, storage_url, storage_options)
         self.port: int | None = None
         self.env: dict[str, str] | None = None
+        self.restore = True
         self.checkpoints = self.work / "checkpoints"
         self.error_file = self.work / "tmp" / f"error-{payload['replica_id']}.json"
         self.outputs = self.work / "outputs"
@@ -78,10 +79,12 @@ class WorkerActor(ReplicaActor):
             self.port = free_port(self.host)
         return {"node": self.node_id, "host": self.host, "gpus": list(self.gpus), "port": self.port}
 
-    async def start(self, env: dict[str, str]) -> dict[str, Any]:
-        """Run the command with ``env`` (the job's and its rank's); once."""
+    async def start(self, env: dict[str, str], restore: bool = True) -> dict[str, Any]:
+        """Run the command with ``env`` (the job's and its rank's), restoring the job's checkpoints
+        first unless the control plane found none (``restore``); once."""
         if self.env is None:
             self.env = dict(env)
+            self.restore = restore
             self._ensure_started()
         return await self.poll()
 
@@ -104,7 +107,7 @@ class WorkerActor(ReplicaActor):
             await asyncio.to_thread(sandbox.give, cwd, workspace)
         python = await self._python(list(p["requirements"]), workspace, sandbox)
         self.checkpoints.mkdir()
-        if p["restore"]:  # the control plane saw checkpoints in storage
+        if self.restore:  # the control plane saw checkpoints in storage (or could not tell)
             self.detail = "restoring its checkpoints"
             self._pushed = await asyncio.to_thread(pull_folder, await self._files(),
                                                    checkpoints_path(p["job_id"]), self.checkpoints)

@@ -94,10 +94,10 @@ def _bundle(spec: GangSpec) -> dict[str, float]:
     return bundle
 
 
-def _payload(spec: GangSpec, rank: int, run: str, *, restore: bool) -> dict[str, Any]:
+def _payload(spec: GangSpec, rank: int, run: str) -> dict[str, Any]:
     return {"replica_id": spec.worker_id(rank), "run": run, "job_id": spec.job_id,
             "workspace": spec.workspace, "rank": rank, "command": list(spec.command),
-            "requirements": list(spec.requirements), "restore": restore,
+            "requirements": list(spec.requirements),
             "code": spec.code_artifact.to_dict() if spec.code_artifact is not None else None}
 
 
@@ -183,16 +183,18 @@ class RayJobs(JobsCapability):
                               "names none")
         await self._free_worker_names(spec)
         await asyncio.to_thread(self._record_job, spec)
-        group, restore = await asyncio.gather(asyncio.to_thread(self._place, spec),
-                                              asyncio.to_thread(self._has_checkpoints, spec))
+        saved = asyncio.ensure_future(asyncio.to_thread(self._has_checkpoints, spec))  # never raises
+        group = await asyncio.to_thread(self._place, spec)
         run = secrets.token_hex(8)
         actors: list[ActorHandle] = []
         try:
             nodes, addresses = await asyncio.to_thread(self._placed_nodes, group)
-            actors = await asyncio.to_thread(self._create_workers, spec, group, run, restore)
+            actors = await asyncio.to_thread(self._create_workers, spec, group, run)
             first = await _result(actors[0].prepare.remote(), CREATE_TIMEOUT_S)
             envs = rank_envs(nodes, addresses, master_port=first["port"], user_env=spec.env)
-            starts = [a.start.remote({**spec.env, **env}) for a, env in zip(actors, envs, strict=True)]
+            restore = await saved  # listed while the group was placed and the actors came up
+            starts = [a.start.remote({**spec.env, **env}, restore)
+                      for a, env in zip(actors, envs, strict=True)]
             await _result(asyncio.gather(*starts), CREATE_TIMEOUT_S)
         except BaseException:
             await asyncio.to_thread(self._undo, spec, actors)
@@ -262,8 +264,7 @@ class RayJobs(JobsCapability):
         addresses = {str(n["NodeID"]): str(n["NodeManagerAddress"]) for n in ray.nodes()}
         return nodes, addresses
 
-    def _create_workers(self, spec: GangSpec, group: PlacementGroup, run: str,
-                        restore: bool) -> list[ActorHandle]:
+    def _create_workers(self, spec: GangSpec, group: PlacementGroup, run: str) -> list[ActorHandle]:
         options: dict[str, Any] = {"namespace": NAMESPACE, "lifetime": "detached", "max_restarts": 0,
                                    "num_cpus": spec.resources.cpu, "num_gpus": spec.resources.gpu}
         if spec.resources.memory:
@@ -274,7 +275,7 @@ class RayJobs(JobsCapability):
                                                         placement_group_bundle_index=rank)
             actors.append(_worker_class().options(
                 name=worker_name(spec.worker_id(rank)), scheduling_strategy=strategy, **options,
-            ).remote(_payload(spec, rank, run, restore=restore), self.storage, self.storage_options))
+            ).remote(_payload(spec, rank, run), self.storage, self.storage_options))
         return actors
 
     def _undo(self, spec: GangSpec, actors: list[ActorHandle]) -> None:
