@@ -11,14 +11,19 @@ with S3 on a local moto_server. Each round, alternating which goes first:
 then, on the Ray backend only, a node killed (its processes die, as in a power loss):
 
 - replacement replica: a 1-replica deployment's node killed → a ready replica on another node;
-- gang resumed: a 2-worker ``--spread`` job's node killed → its next attempt running elsewhere.
+- gang resumed: a 2-worker ``--spread`` job's node killed → its next attempt running elsewhere;
+
+and the echo through the Ray backend's gateway against the same echo on Ray Serve on the same
+cluster, 2 replicas each, at concurrency 64 (``bench/_ray_serve.py``; needs ``ray[serve]``).
 
     python bench/cluster.py --rounds 3
+    python bench/cluster.py --only serve --rounds 3     # parts: cold, job, loss, serve
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import format_table, free_port, machine_line, median
 from _platform import Platform, platform
+from _ray_serve import ServePlan, compare, details, require_serve, serve_rows
 
 from nubis.client.client import Client
 
@@ -44,6 +50,7 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_D
 GANG = ("import torch.distributed as d; d.init_process_group('gloo'); d.barrier(); "
         "d.destroy_process_group()")
 SLEEPER = "import time; time.sleep(600)"
+PARTS = ("cold", "job", "loss", "serve")
 
 
 def until(check: Callable[[], bool], what: str, timeout: float = 180) -> None:
@@ -149,7 +156,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if not only or only - set(PARTS):
+        parser.error(f"--only: a comma list of {', '.join(PARTS)}")
+    if "serve" in only:
+        require_serve()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's test cluster refuses loopback without it
     from ray.cluster_utils import Cluster  # the ray extra, once the environment is set
 
@@ -164,41 +177,55 @@ def main() -> None:
     ray_env = {**S3_ENV, "NUBIS_S3_ENDPOINT_URL": s3_url}
     results: dict[str, list[float]] = {k: [] for k in ("cold local", "cold ray", "job local", "job ray",
                                                        "replacement", "gang resumed")}
+    serve_plan, served = ServePlan(), {}
+    needs_local = bool(only & {"cold", "job"})
     try:
-        with platform(scratch / "local") as local, platform(
+        with platform(scratch / "local") if needs_local else contextlib.nullcontext() as local, platform(
                 scratch / "ray", "--backend", "ray", "--ray-address", cluster.address, "--storage",
                 "s3://bench/nubis", env=ray_env, timeout=180) as on_ray:
-            for p in (local, on_ray):
+            for p in (local, on_ray) if needs_local else (on_ray,):
                 with Client(p.url, p.token) as client:
                     client.photons.push(REPO / "examples" / "echo")
-            for i in range(args.rounds):
+            for i in range(args.rounds if only - {"serve"} else 0):
                 pairs = [("local", local), ("ray", on_ray)]
                 for backend, p in pairs if i % 2 == 0 else pairs[::-1]:
-                    results[f"cold {backend}"].append(cold_start(p, f"cold-{i}"))
-                    results[f"job {backend}"].append(job_start(p, f"gang-{i}"))
-                results["replacement"].append(replacement(on_ray, cluster, nodes, f"survivor-{i}"))
-                results["gang resumed"].append(gang_resumed(on_ray, cluster, nodes, f"resume-{i}"))
-                print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in results.items()),
+                    if "cold" in only:
+                        results[f"cold {backend}"].append(cold_start(p, f"cold-{i}"))
+                    if "job" in only:
+                        results[f"job {backend}"].append(job_start(p, f"gang-{i}"))
+                if "loss" in only:
+                    results["replacement"].append(replacement(on_ray, cluster, nodes, f"survivor-{i}"))
+                    results["gang resumed"].append(gang_resumed(on_ray, cluster, nodes, f"resume-{i}"))
+                print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in results.items() if v),
                       file=sys.stderr, flush=True)
+            if "serve" in only:
+                served = compare(on_ray, cluster.address, serve_plan, args.rounds)
     finally:
         cluster.shutdown()
         s3.terminate()
     report(results, args.rounds)
+    if served:
+        print(f"\nmedians of {args.rounds} rounds; {details(served, serve_plan)}")
+        print(format_table(["", "gateway req/s", "Ray Serve req/s", "gateway / Ray Serve", "target"],
+                           serve_rows(served, serve_plan)))
 
 
 def report(results: dict[str, list[float]], rounds: int) -> None:
     m = {k: median(v) for k, v in results.items()}
-    rows = [
-        ["replica cold start", f"{m['cold local']:.2f}", f"{m['cold ray']:.2f}",
-         f"{m['cold ray'] / m['cold local']:.2f}x", "≤ 1.5x and ≤ 3 s"],
-        ["3-worker job start", f"{m['job local']:.2f}", f"{m['job ray']:.2f}",
-         f"+{m['job ray'] - m['job local']:.2f} s", "≤ +1.5 s"],
-        ["node lost → replica ready elsewhere", "-", f"{m['replacement']:.2f}", "-", "≤ 10 s"],
-        ["node lost → gang's next attempt running", "-", f"{m['gang resumed']:.2f}", "-", "≤ 20 s"],
-    ]
+    rows = []
+    if results["cold ray"]:
+        rows.append(["replica cold start", f"{m['cold local']:.2f}", f"{m['cold ray']:.2f}",
+                     f"{m['cold ray'] / m['cold local']:.2f}x", "≤ 1.5x and ≤ 3 s"])
+    if results["job ray"]:
+        rows.append(["3-worker job start", f"{m['job local']:.2f}", f"{m['job ray']:.2f}",
+                     f"+{m['job ray'] - m['job local']:.2f} s", "≤ +1.5 s"])
+    if results["replacement"]:
+        rows += [["node lost → replica ready elsewhere", "-", f"{m['replacement']:.2f}", "-", "≤ 10 s"],
+                 ["node lost → gang's next attempt running", "-", f"{m['gang resumed']:.2f}", "-", "≤ 20 s"]]
     print(machine_line())
-    print(f"medians of {rounds} rounds (s); Ray health checks 500 ms × 3")
-    print(format_table(["", "local s", "ray s", "ray vs local", "target"], rows))
+    if rows:
+        print(f"medians of {rounds} rounds (s); Ray health checks 500 ms × 3")
+        print(format_table(["", "local s", "ray s", "ray vs local", "target"], rows))
 
 
 if __name__ == "__main__":

@@ -233,6 +233,21 @@ def haproxy_replica_up(stats_port: int) -> bool:
     return False
 
 
+def haproxy_env(folder: Path, stats_port: int) -> dict[str, str]:
+    """Serve's HAProxy mode with HAProxy's files and its stats port away from the fixed defaults
+    (/tmp/haproxy-serve, :8404); everything else (threads, timeouts, logging, balancing) as Ray
+    ships it. HAProxy refuses unix-socket paths over 97 bytes: ``folder`` must be short."""
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+    }
+
+
 @contextlib.contextmanager
 def ray_serve(plan: Plan, haproxy: bool, *, timeout: float = 180.0) -> Iterator[tuple[str, Callable]]:
     """A fresh local Ray with the echo on Serve; yields the echo's URL and the Ray pids' getter."""
@@ -252,18 +267,7 @@ def ray_serve(plan: Plan, haproxy: bool, *, timeout: float = 180.0) -> Iterator[
         }
         env.pop("VIRTUAL_ENV", None)
         if haproxy:
-            hap = Path(hap_dir)
-            env.update({
-                "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                # HAProxy's files and its stats port away from the fixed defaults (/tmp/haproxy-serve,
-                # :8404); everything else (threads, timeouts, logging, balancing) as Ray ships it
-                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
-                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state"),
-                "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(hap / "metrics.sock"),
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-            })
+            env.update(haproxy_env(Path(hap_dir), stats_port))
         log_path = root / "driver.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
