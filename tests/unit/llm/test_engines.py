@@ -150,6 +150,20 @@ async def test_waiting_when_the_batch_is_full(tiny_model_path: Path) -> None:
         await engine.stop()
 
 
+async def test_stop_ends_generations_in_flight(tiny_model_path: Path) -> None:
+    engine = load_engine("transformers", tiny_model_path, model_id="tiny", max_batch_size=1)
+    await engine.start()
+    params = SamplingParams(max_tokens=400, temperature=0)
+    gens = [await engine.generate(chat(engine, p), params) for p in PROMPTS[:2]]
+    await _until(lambda: engine.stats().running == 1)
+    await engine.stop()
+    for gen in gens:
+        with pytest.raises(RuntimeError, match="the engine stopped"):
+            async for _ in gen:
+                pass
+    assert engine.stats().running == engine.stats().waiting == 0
+
+
 async def test_eight_concurrent_generations_all_finish(engine: Engine) -> None:
     params = [SamplingParams(max_tokens=8 + i, temperature=0.7 * (i % 2), seed=i) for i in range(8)]
     results = await asyncio.gather(*(run(engine, chat(engine, f"request {i}"), params[i]) for i in range(8)))

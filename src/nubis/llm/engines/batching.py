@@ -127,6 +127,14 @@ class BatchScheduler:
                     self._publish()
                     for request in failed:
                         request.generation.fail(e)
+        stopped = RuntimeError("the engine stopped")
+        for request in [*self._rows, *self._waiting]:
+            request.generation.fail(stopped)
+        self._keep([])
+        self._waiting.clear()
+        self._publish()
+        with self._lock:
+            self._queued = 0
 
     def _drain(self, *, block: bool) -> bool:
         """Take what arrived; False once asked to stop."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class TransformersEngine(Engine):
         self._model: Any = None
         self._scheduler: Any = None
         self._eos_ids: set[int] = set()
+        # a fast tokenizer is one Rust object: encoding (event loop) and decoding (batch thread) take turns
+        self._tokenizer_lock = threading.Lock()
 
     async def start(self) -> None:
         if self._scheduler is None:
@@ -101,13 +104,15 @@ class TransformersEngine(Engine):
         # a rendered chat template already starts with its BOS: add none twice
         bos = self._tokenizer.bos_token
         add_special = not (bos and text.startswith(bos))
-        return list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        with self._tokenizer_lock:
+            return list(self._tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True)
+        with self._tokenizer_lock:
+            return self._tokenizer.decode(ids, skip_special_tokens=True)
 
     async def generate(self, prompt: str, params: SamplingParams) -> Generation:
         # torch: loaded already by start()
