@@ -4,7 +4,7 @@ An engine owns one loaded model and batches what arrives together. The OpenAI la
 (``nubis.llm.openai_api``) never touches a model: it renders the chat template, calls
 ``generate`` and turns the :class:`Generation` it gets into OpenAI responses or SSE chunks.
 
-    engine = load_engine("transformers", Path("model.gguf"))
+    engine = load_engine("transformers", Path("model.gguf"), model_id="smollm2")
     await engine.start()
     gen = await engine.generate(engine.chat_prompt(messages), SamplingParams(max_tokens=32))
     async for delta in gen:          # text as it is produced, stop strings already cut
