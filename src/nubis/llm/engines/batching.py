@@ -215,9 +215,10 @@ class BatchScheduler:
     def _decode(self) -> None:
         ids = torch.tensor([[r.last_token] for r in self._rows], dtype=torch.long)
         mask = torch.cat([self._mask, self._mask.new_ones(len(self._rows), 1)], dim=1)
+        padded = bool((self._mask[:, 0] == 0).any())  # left padding: only the first column tells
         out = self._model(
             input_ids=ids,
-            attention_mask=mask,
+            attention_mask=mask if padded else None,  # no mask at all is the fast path
             position_ids=self._positions.unsqueeze(1),
             use_cache=True,
             **{self._cache_kw: self._cache},
