@@ -43,17 +43,22 @@ async def run(engine: Engine, params: SamplingParams) -> tuple[str, object]:
     return "".join([d async for d in gen]), gen
 
 
-async def test_answers_paris_and_stops(engine: Engine) -> None:
+async def test_greedy_matches_llama_cpp_python_own_chat_completion(engine: Engine) -> None:
     text, gen = await run(engine, SamplingParams(max_tokens=32, temperature=0))
-    assert "Paris" in text
-    assert gen.finish_reason == "stop"
+    # llama.cpp's Q4_1 kernels answer this 135M model differently from the dequantized weights in
+    # the transformers engine (which says "Paris"): the check is parity with llama-cpp-python itself
+    own = engine._llm.create_chat_completion(QUESTION, max_tokens=32, temperature=0)  # idle engine
+    assert text == own["choices"][0]["message"]["content"]
+    assert gen.finish_reason == own["choices"][0]["finish_reason"]
     assert gen.prompt_tokens == engine.count_tokens(engine.chat_prompt(QUESTION))
     assert engine.info.context_length == 2048
 
 
 async def test_stop_length_and_seed(engine: Engine) -> None:
-    cut, gen = await run(engine, SamplingParams(max_tokens=32, temperature=0, stop=("Paris",)))
-    assert "Paris" not in cut and gen.finish_reason == "stop"
+    full, _ = await run(engine, SamplingParams(max_tokens=32, temperature=0))
+    stop = full[5:8]
+    cut, gen = await run(engine, SamplingParams(max_tokens=32, temperature=0, stop=(stop,)))
+    assert cut == full[: full.index(stop)] and gen.finish_reason == "stop"
     _, gen = await run(engine, SamplingParams(max_tokens=3, temperature=0))
     assert (gen.finish_reason, gen.completion_tokens) == ("length", 3)
     sampled = SamplingParams(max_tokens=16, temperature=1.0, seed=5)

@@ -8,12 +8,13 @@ from one request to the next. Batching across requests is the transformers engin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
 import random
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,26 @@ class _Request:
 
 
 class LlamaCppEngine(Engine):
-    """Options: ``context_length`` (the model's own by default), ``threads`` (every core here)."""
+    """Options: ``context_length`` (the model's own by default), ``threads`` (every core here),
+    ``extra_buffers`` (llama.cpp's weight repacking; off by default on CPUs that advertise AMX:
+    ggml's AMX matmul crashed with a segmentation fault on such a Xeon VM, llama-cpp-python 0.3.36)."""
 
     name = "llama.cpp"
 
     def __init__(
-        self, path: Path, *, model_id: str, context_length: int | None = None, threads: int | None = None
+        self,
+        path: Path,
+        *,
+        model_id: str,
+        context_length: int | None = None,
+        threads: int | None = None,
+        extra_buffers: bool | None = None,
     ) -> None:
         self._path = Path(path)
         self._model_id = model_id
         self._context_length = context_length
         self._threads = threads or len(os.sched_getaffinity(0))
+        self._extra_buffers = not _cpu_has_amx() if extra_buffers is None else extra_buffers
         self._llm: Any = None
         self._chat: Any = None
         self._inbox: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -65,12 +75,13 @@ class LlamaCppEngine(Engine):
 
         if not self._path.is_file() or self._path.suffix != ".gguf":
             raise BadRequestError(f"the llama.cpp engine loads a .gguf file; {self._path} is not one")
-        self._llm = Llama(
-            model_path=str(self._path),
-            n_ctx=self._context_length or 0,  # 0: the context the model was trained with
-            n_threads=self._threads,
-            verbose=False,
-        )
+        with _model_params(use_extra_bufts=self._extra_buffers):
+            self._llm = Llama(
+                model_path=str(self._path),
+                n_ctx=self._context_length or 0,  # 0: the context the model was trained with
+                n_threads=self._threads,
+                verbose=False,
+            )
         self._context_length = self._llm.n_ctx()
         template = self._llm.metadata.get("tokenizer.chat_template")
         if template:
@@ -182,3 +193,34 @@ class LlamaCppEngine(Engine):
                 break
         request.generation.put(stream.finish())
         request.generation.done(reason, count)
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """``Llama()`` takes no ``use_extra_bufts``: set it on the default model params while it loads."""
+    import llama_cpp.llama_cpp as lib  # the extra's, loaded by _load
+
+    with _PARAMS_LOCK:
+        default = lib.llama_model_default_params
+
+        def params() -> Any:
+            p = default()
+            for name, value in fields.items():
+                setattr(p, name, value)
+            return p
+
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
