@@ -52,6 +52,7 @@ async def test_a_storage_folder_travels_in_the_bundle(sqlite_platform: Platform,
     async with platform.ctx.db.sessions() as session:
         table = await gateway.routing_table(session)
     assert [(d.name, d.llm_model) for d in table.deployments] == [("tiny", "tiny-lm")]
+    assert table.deployments[0].timeout_s == gateway.LLM_TIMEOUT_S  # a queued request's first token
     again = await platform.http.post(
         "/api/v1/llm", json=body("tiny2", "storage:llm/tiny", model_name="tiny-lm"), headers=platform.admin)
     assert again.status_code == 409

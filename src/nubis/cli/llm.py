@@ -124,7 +124,7 @@ def chat(
     message: Annotated[str | None, typer.Option(
         "--message", "-m", help="send this one message, print the answer and exit")] = None,
     system: Annotated[str | None, typer.Option(help="a system prompt")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="the longest answer, in tokens")] = None,
+    max_tokens: Annotated[int, typer.Option(help="the longest answer, in tokens")] = 512,
     temperature: Annotated[float | None, typer.Option(help="0 is greedy")] = None,
 ) -> None:
     """Chat in the terminal, answers streamed as they are generated; Ctrl-D or /exit ends it."""

@@ -22,6 +22,9 @@ from nubis.server.orm import DeploymentRow, ReplicaRow, TokenRow, WorkspaceRow
 
 WINDOW_S = 600.0
 
+LLM_TIMEOUT_S = 600.0
+"""How long the gateway waits for an LLM replica's next bytes (a queued request's first token)."""
+
 
 @dataclass
 class DeploymentLoadBook:
@@ -112,6 +115,8 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
                 min_replicas=spec.autoscaling.min_replicas,
                 max_replicas=spec.autoscaling.max_replicas,
                 llm_model=spec.llm.model if spec.llm is not None else None,
+                # a request queued behind others at an LLM replica sends nothing until its turn
+                **({"timeout_s": LLM_TIMEOUT_S} if spec.llm is not None else {}),
             )
         )
     digest = hashlib.sha256("".join(r.model_dump_json() for r in routes).encode()).digest()
