@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 import nubis
 from nubis.errors import NubisError
 
-from platform_process import PlatformProcess, nubis_up
+from platform_process import PlatformProcess
 from servers import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -33,18 +33,6 @@ BAD_INIT = '''    def init(self) -> None:
         raise RuntimeError("init exploded on purpose")
 
 '''
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    with nubis_up(tmp_path_factory.mktemp("platform") / "home") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(platform: PlatformProcess) -> Iterator[nubis.Client]:
-    with nubis.Client(platform.url, platform.admin_token) as c:
-        yield c
 
 
 def nubis_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

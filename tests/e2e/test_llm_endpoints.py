@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,24 +18,12 @@ import pytest
 import nubis
 from nubis.llm.tiny import build_tiny_model
 
-from platform_process import PlatformProcess, nubis_up
+from platform_process import PlatformProcess
 
 pytestmark = pytest.mark.e2e
 
 NAME = "tiny"
 HI = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    with nubis_up(tmp_path_factory.mktemp("platform") / "home") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(platform: PlatformProcess) -> Iterator[nubis.Client]:
-    with nubis.Client(platform.url, platform.admin_token) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
