@@ -289,3 +289,28 @@ class ModelNameRow(Base):
     )
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     last_version: Mapped[int] = mapped_column(Integer)
+
+
+class ConsoleSessionRow(Base):
+    """A browser's console session: ``id`` is the sha256 of the cookie's secret, never the secret."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    workspace: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    """The workspace the platform admin switched to (None: the token's own)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConsoleLinkRow(Base):
+    """A one-time console login link (``nubis console``): ``id`` is the sha256 of its code."""
+
+    __tablename__ = "console_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
