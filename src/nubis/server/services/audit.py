@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.models.workspaces import AuditEvent
@@ -32,17 +32,18 @@ def record(
     )
 
 
-async def list_events(
-    session: AsyncSession, caller: Caller, *, limit: int = 100, action: str | None = None
-) -> list[AuditEvent]:
-    query = (
-        select(AuditEventRow)
-        .where(AuditEventRow.workspace_id == caller.workspace_id)
-        .order_by(AuditEventRow.id.desc())
-        .limit(limit)
-    )
+def _listed(caller: Caller, action: str | None) -> Select[tuple[AuditEventRow]]:
+    query = select(AuditEventRow).where(AuditEventRow.workspace_id == caller.workspace_id)
     if action:
         query = query.where(AuditEventRow.action == action)
+    return query
+
+
+async def list_events(
+    session: AsyncSession, caller: Caller, *, limit: int = 100, action: str | None = None, offset: int = 0
+) -> list[AuditEvent]:
+    """The newest first; ``offset``: how many to skip (pages)."""
+    query = _listed(caller, action).order_by(AuditEventRow.id.desc()).limit(limit).offset(offset)
     rows = (await session.scalars(query)).all()
     return [
         AuditEvent(
@@ -51,3 +52,8 @@ async def list_events(
         )
         for r in rows
     ]
+
+
+async def count_events(session: AsyncSession, caller: Caller, *, action: str | None = None) -> int:
+    """How many events :func:`list_events` pages through with the same filter."""
+    return await session.scalar(_listed(caller, action).with_only_columns(func.count())) or 0

@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.backends.base import LogsCapability, ReplicaHandle
@@ -181,17 +181,31 @@ async def create(
     return to_model(row, [])
 
 
-async def list_jobs(session: AsyncSession, caller: Caller, *, status: str | None = None,
-                    limit: int = 100) -> list[Job]:
+def _listed(caller: Caller, status: str | None, name: str | None) -> Select[tuple[JobRow]]:
     query = select(JobRow).where(JobRow.workspace_id == caller.workspace_id)
     if status:
         query = query.where(JobRow.status == status)
-    rows = (await session.scalars(query.order_by(JobRow.created_at.desc()).limit(limit))).all()
+    if name:
+        query = query.where(JobRow.name.contains(name, autoescape=True))
+    return query
+
+
+async def list_jobs(session: AsyncSession, caller: Caller, *, status: str | None = None,
+                    name: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+    """The newest first; ``name``: a part of the name; ``offset``: how many to skip (pages)."""
+    query = _listed(caller, status, name).order_by(JobRow.created_at.desc(), JobRow.id)
+    rows = (await session.scalars(query.limit(limit).offset(offset))).all()
     workers: dict[str, list[JobWorkerRow]] = {r.id: [] for r in rows}
     if rows:
         for w in (await session.scalars(select(JobWorkerRow).where(JobWorkerRow.job_id.in_(workers)))).all():
             workers[w.job_id].append(w)
     return [to_model(r, workers[r.id]) for r in rows]
+
+
+async def count_jobs(session: AsyncSession, caller: Caller, *, status: str | None = None,
+                     name: str | None = None) -> int:
+    """How many jobs :func:`list_jobs` pages through with the same filters."""
+    return await session.scalar(_listed(caller, status, name).with_only_columns(func.count())) or 0
 
 
 async def get(session: AsyncSession, caller: Caller, ref: str) -> Job:
