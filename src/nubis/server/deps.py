@@ -67,7 +67,14 @@ async def get_caller(
     )).first()
     if found is None:
         raise UnauthorizedError("unknown token")
-    row, home = found
+    return await caller_of(session, found[0], found[1], x_nubis_workspace)
+
+
+async def caller_of(
+    session: AsyncSession, row: TokenRow, home: WorkspaceRow, workspace_name: str | None
+) -> Caller:
+    """The caller a stored token makes (the console's sessions keep the token's id, not its secret):
+    refused once revoked or expired; the platform admin token may act in another workspace."""
     if row.revoked_at is not None:
         raise UnauthorizedError("this token was revoked; ask an admin for a new one")
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
@@ -76,14 +83,14 @@ async def get_caller(
         raise ForbiddenError(f"this token only calls deployment {row.deployment!r} through the gateway; "
                              "use a workspace token for the API")
     workspace: WorkspaceRow | None = home
-    if x_nubis_workspace and x_nubis_workspace != home.name:
+    if workspace_name and workspace_name != home.name:
         workspace = None
         if row.superuser:
             workspace = await session.scalar(
-                select(WorkspaceRow).where(WorkspaceRow.name == x_nubis_workspace)
+                select(WorkspaceRow).where(WorkspaceRow.name == workspace_name)
             )
     if workspace is None:
-        raise NotFoundError(f"workspace {x_nubis_workspace!r} not found")
+        raise NotFoundError(f"workspace {workspace_name!r} not found")
     return Caller(
         token_id=row.id,
         token_name=row.name,
