@@ -19,6 +19,7 @@ from nubis.cli import (
     storage,
     tokens,
     up,
+    usage,
     workspaces,
 )
 from nubis.errors import NubisError
@@ -41,6 +42,7 @@ app.add_typer(secrets.app, name="secret")
 app.add_typer(storage.app, name="storage")
 app.add_typer(nodes.app, name="node")
 app.command("audit")(tokens.audit)
+app.command("usage")(usage.usage)
 
 
 @app.command()

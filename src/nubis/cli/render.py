@@ -8,6 +8,7 @@ into :class:`rich.text.Text` (tables, :func:`line`, :func:`success`) or through 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -40,6 +41,13 @@ def error(exc: NubisError) -> None:
 
 def as_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def as_csv(columns: list[str], rows: list[list[Any]]) -> None:
+    """A header line and the rows, as RFC 4180 CSV on stdout (for spreadsheets and scripts)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]], *, keep: tuple[str, ...] = ()) -> None:

@@ -13,6 +13,7 @@ from nubis.client.photons import PhotonsAPI
 from nubis.client.secrets import SecretsAPI
 from nubis.client.storage import StorageAPI
 from nubis.client.tokens import AuditAPI, TokensAPI
+from nubis.client.usage import UsageAPI
 from nubis.client.workspaces import WorkspacesAPI
 from nubis.models.auth import WhoAmI
 
@@ -41,6 +42,7 @@ class Client:
         self.models = ModelsAPI(self._transport)
         self.llm = LLMAPI(self._transport)
         self.nodes = NodesAPI(self._transport)
+        self.usage = UsageAPI(self._transport)
 
     @property
     def url(self) -> str:

@@ -30,6 +30,7 @@ from nubis.home import write_private
 from nubis.models.limits import MAX_JSON_BODY
 from nubis.openapi_docs import install_docs
 from nubis.server.body_limit import BodySizeLimit
+from nubis.server.console import mount as mount_console
 from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.gateway_process import start_gateway, stop_gateway
@@ -39,6 +40,7 @@ from nubis.server.reconcilers.jobs import JobReconciler
 from nubis.server.reconcilers.nodes import NodeWatcher
 from nubis.server.routers import (
     auth,
+    console,
     deployments,
     jobs,
     llm,
@@ -48,6 +50,7 @@ from nubis.server.routers import (
     photons,
     secrets,
     storage,
+    usage,
     workspaces,
 )
 from nubis.server.security import SecretBox, load_or_create_master_key
@@ -170,9 +173,12 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
-               deployments.router, jobs.router, models.router, llm.router, nodes.router, metrics.router)
+               deployments.router, jobs.router, models.router, llm.router, nodes.router, metrics.router,
+               usage.router)
     for router in routers:
         app.include_router(router)
+    app.include_router(console.router)
+    mount_console(app)
 
     @app.get("/healthz", tags=["system"])
     async def healthz() -> dict[str, str]:

@@ -314,3 +314,24 @@ class ConsoleLinkRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UsageIntervalRow(Base):
+    """One replica or job worker holding its requested resources from ``started_at`` until
+    ``stopped_at`` (None while it runs). Written by ``services.usage`` at status changes only."""
+
+    __tablename__ = "usage_intervals"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    object_name: Mapped[str] = mapped_column(String(63))
+    object_id: Mapped[str] = mapped_column(String(32))
+    unit_id: Mapped[str] = mapped_column(String(64), index=True)
+    """The replica's or the job worker's id."""
+    node: Mapped[str] = mapped_column(String(128))
+    cpu: Mapped[float] = mapped_column(Float)
+    memory_gib: Mapped[float] = mapped_column(Float)
+    gpu: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)

@@ -25,7 +25,7 @@ from nubis.models.auth import Role
 from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus
 from nubis.server.context import ServerContext
 from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
-from nubis.server.services import jobs, secrets, tokens
+from nubis.server.services import jobs, secrets, tokens, usage
 from nubis.server.services.jobs import switch_job_status
 from nubis.storage.remote import api_storage_url
 
@@ -146,11 +146,14 @@ class JobStarts:
             return []
         spec = result.order.spec
         job.attempt = spec.attempt
-        job.attempt_started_at = datetime.now(UTC).timestamp()
+        started_at = datetime.now(UTC)
+        job.attempt_started_at = started_at.timestamp()
         job.next_start_at = None
         for rank, handle in enumerate(result.handles):
-            session.add(JobWorkerRow(id=handle.replica_id, job_id=job.id, attempt=spec.attempt, rank=rank,
-                                     status=WorkerStatus.running.value, handle=handle.to_dict()))
+            worker = JobWorkerRow(id=handle.replica_id, job_id=job.id, attempt=spec.attempt, rank=rank,
+                                  status=WorkerStatus.running.value, handle=handle.to_dict())
+            session.add(worker)
+            usage.worker_started(session, job, worker, spec.resources, at=started_at)
         started = f"attempt {spec.attempt}: {spec.workers} worker(s) started"
         switch_job_status(session, job, J.running, started if spec.attempt > 1 else None)
         return []

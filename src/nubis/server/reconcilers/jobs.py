@@ -22,7 +22,7 @@ from nubis.errors import NubisError
 from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus, job_outputs_path
 from nubis.models.storage import format_bytes
 from nubis.server.context import ServerContext
-from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow
+from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow, utcnow
 from nubis.server.reconcilers.job_environments import JobEnvironments
 from nubis.server.reconcilers.job_starts import GangOrder, JobStarts
 from nubis.server.scheduler.admission import (
@@ -41,7 +41,7 @@ from nubis.server.scheduler.jobs import (
     retry_or_fail,
 )
 from nubis.server.scheduler.placement import Strategy, views
-from nubis.server.services import jobs, models
+from nubis.server.services import jobs, models, usage
 from nubis.server.services.job_outputs import save_outputs
 from nubis.server.services.jobs import event, switch_job_status
 from nubis.server.services.nodes import node_of
@@ -182,6 +182,8 @@ class JobReconciler:
             if not exit_.alive:
                 worker.exit_code = exit_.exit_code
                 done = WorkerStatus.succeeded if exit_.exit_code == 0 else WorkerStatus.failed
+                if worker.status == WorkerStatus.running.value:
+                    usage.worker_stopped(session, worker, at=utcnow())
                 worker.status = done.value
         if outcome.succeeded:
             await self._finish(session, job)
@@ -276,6 +278,7 @@ class JobReconciler:
                 for worker in await jobs.workers_of(session, job):
                     if worker.status == WorkerStatus.running.value:
                         worker.status = WorkerStatus.stopped.value
+                        usage.worker_stopped(session, worker, at=utcnow())
                 outcome = J(job.stop_outcome or J.failed.value)
                 job.stop_outcome = None
                 if saved:

@@ -1,0 +1,118 @@
+"""Usage on the wire: resource-seconds per workspace, deployment or job (and day), a price table
+that turns them into a cost, and each workspace's quota beside what it holds now."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nubis.errors import ValidationError
+
+HOUR_S = 3600.0
+MAX_SINCE = timedelta(days=3660)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class UsageBy(StrEnum):
+    workspace = "workspace"
+    deployment = "deployment"
+    job = "job"
+
+
+class UsageKind(StrEnum):
+    """What held the resources: a deployment's replica or a job's worker."""
+
+    replica = "replica"
+    job = "job"
+
+
+class Prices(BaseModel):
+    """What one hour of each resource costs (one currency, the caller's): a price table file is this
+    as JSON, e.g. ``{"cpu_hour": 0.04, "memory_gib_hour": 0.005, "gpu_hour": 1.2}``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    cpu_hour: float = Field(default=0.0, ge=0, description="one CPU core for one hour")
+    memory_gib_hour: float = Field(default=0.0, ge=0, description="one GiB of memory for one hour")
+    gpu_hour: float = Field(default=0.0, ge=0, description="one GPU for one hour")
+
+    def cost(self, *, cpu_seconds: float, memory_gib_seconds: float, gpu_seconds: float) -> float:
+        return (cpu_seconds * self.cpu_hour + memory_gib_seconds * self.memory_gib_hour
+                + gpu_seconds * self.gpu_hour) / HOUR_S
+
+
+class UsageRow(BaseModel):
+    """One group's resource-seconds in the window: requested resources × the time they were held."""
+
+    workspace: str
+    kind: UsageKind | None = None
+    """Set when grouped by deployment (``replica``) or job (``job``)."""
+    name: str | None = None
+    """The deployment's or job's name (None when grouped by workspace)."""
+    day: date | None = None
+    """The UTC day (only with ``daily``)."""
+    cpu_seconds: float = 0.0
+    memory_gib_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    cost: float | None = None
+    """With a price table only."""
+
+
+class Held(BaseModel):
+    """Resources held now (the requests of what runs)."""
+
+    cpu: float = 0.0
+    memory: int = 0
+    """bytes"""
+    gpu: int = 0
+
+
+class QuotaUse(BaseModel):
+    """A workspace's job quota (None: none) beside what its running jobs and replicas hold now
+    (the quota limits its jobs; replicas are shown for the whole picture)."""
+
+    workspace: str
+    cpu_quota: float | None
+    memory_quota: int | None
+    gpu_quota: int | None
+    jobs: Held = Field(default_factory=Held)
+    replicas: Held = Field(default_factory=Held)
+
+
+class Usage(BaseModel):
+    since: datetime
+    until: datetime
+    """The end of the window: the time of the answer (a running workload counts up to it)."""
+    by: UsageBy
+    daily: bool
+    rows: list[UsageRow]
+    total: UsageRow
+    quotas: list[QuotaUse]
+
+
+def parse_since(value: str, *, now: datetime) -> datetime:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``45s`` back from ``now``, or an ISO-8601 time (UTC when it
+    names no zone)."""
+    text = value.strip()
+    matched = _DURATION.match(text.lower())
+    if matched:
+        back = timedelta(seconds=float(matched.group(1)) * _UNIT_S[matched.group(2)])
+        if back > MAX_SINCE:
+            raise ValidationError(f"since {value!r} is too far back: at most {MAX_SINCE.days} days")
+        return now - back
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"since {value!r} is neither a duration (a number and s, m, h, d or w: '1h', '30d', '2w') "
+            "nor an ISO-8601 time ('2026-11-01' or '2026-11-01T08:00:00Z')",
+            details=[{"field": "since", "value": value}]) from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    if at > now:
+        raise ValidationError(f"since {value!r} is in the future",
+                              details=[{"field": "since", "value": value}])
+    return at.astimezone(UTC)
