@@ -52,6 +52,13 @@ class NotFoundError(NubisError):
     http_status = 404
 
 
+class CSRFError(ForbiddenError):
+    """A console form or request came without this session's CSRF token (or with another one)."""
+
+    code = "csrf_failed"
+    http_status = 403
+
+
 class IsolationUnavailableError(ForbiddenError):
     """Workloads cannot be sandboxed here, so members would be as powerful as admins: a second
     workspace or a non-admin token needs ``nubis up --trust-members``."""
