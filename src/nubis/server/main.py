@@ -24,6 +24,7 @@ def describe(settings: ServerSettings) -> list[str]:
     reader = ("the CLI on this machine reads it" if default_home
               else "the CLI reads it after the export below")
     lines = [
+        f"console     {settings.url}/  (log in with a token, or run `nubis console`)",
         f"API + docs  {settings.url}  ({settings.url}/docs)",
         f"gateway     {settings.gateway_url}/<workspace>/<deployment>/<handler>",
         f"admin token {settings.admin_token_file}  ({reader})",

@@ -22,3 +22,8 @@ def test_the_default_home_needs_no_export(tmp_path: Path, monkeypatch: pytest.Mo
     lines = describe(ServerSettings(home=tmp_path / ".nubis"))
     assert not any("export" in line for line in lines)
     assert any("(the CLI on this machine reads it)" in line for line in lines)
+
+
+def test_the_console_address_comes_first(tmp_path: Path) -> None:
+    settings = ServerSettings(home=tmp_path / "home", port=8400)
+    assert describe(settings)[0].startswith("console     http://127.0.0.1:8400/ ")
