@@ -34,6 +34,8 @@ def deploy(
     max_replicas: Annotated[int | None, typer.Option("--max", help="at most (default: --min)")] = None,
     waiting_target: Annotated[float, typer.Option(
         help="waiting requests per replica before another one starts")] = 2.0,
+    tokens_target: Annotated[float | None, typer.Option(
+        help="generated tokens/s per replica before another one starts (a second signal)")] = None,
     cpu: Annotated[float | None, typer.Option(help="CPU cores per replica (default 1)")] = None,
     memory: Annotated[str | None, typer.Option(help="memory per replica (default 2Gi)")] = None,
     gpu: Annotated[int | None, typer.Option(help="GPUs per replica (default 0)")] = None,
@@ -56,7 +58,8 @@ def deploy(
             name, model, engine=engine, model_name=model_name,  # type: ignore[arg-type]
             min_replicas=min_replicas,
             max_replicas=max_replicas if max_replicas is not None else max(min_replicas, 1),
-            waiting_target=waiting_target, access=access,  # type: ignore[arg-type]
+            waiting_target=waiting_target, tokens_per_s_target=tokens_target,
+            access=access,  # type: ignore[arg-type]
             resources=_resources(cpu, memory, gpu), env=_env(env or []), options=_options(options),
         )
         if output != "json":

@@ -42,6 +42,7 @@ class LLMAPI(ResourceAPI):
         min_replicas: int = 1,
         max_replicas: int = 1,
         waiting_target: float = 2.0,
+        tokens_per_s_target: float | None = None,
         access: Literal["private", "public"] = "private",
         resources: Resources | dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
@@ -53,7 +54,7 @@ class LLMAPI(ResourceAPI):
         body: dict[str, Any] = {
             "name": name, "model": model, "engine": engine, "access": access,
             "autoscaling": {"min_replicas": min_replicas, "max_replicas": max_replicas,
-                            "target_waiting": waiting_target},
+                            "target_waiting": waiting_target, "target_tokens_per_s": tokens_per_s_target},
             "options": options or {}, "env": env or {},
         }
         if model_name is not None:

@@ -48,8 +48,8 @@ class LLMMetrics:
         self.registry.register(_Load(model, load))
 
     def finished(self, *, completion_tokens: int, first_token_at: float | None, end: float) -> None:
-        """One request ended (finished, cut at its limit, or its client left)."""
-        self.generation_tokens.inc(completion_tokens)
+        """One request ended (finished, cut at its limit, or its client left); its tokens were
+        counted in ``generation_tokens`` as they were generated."""
         if first_token_at is not None and completion_tokens > 1:
             self.time_per_output_token.observe((end - first_token_at) / (completion_tokens - 1))
 

@@ -384,6 +384,7 @@ class Exchange:
         self.clock = clock
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.counted = 0  # completion tokens already added to nubis_llm_generation_tokens
         self.closed = False
 
     async def deltas(self) -> AsyncIterator[str]:
@@ -395,7 +396,16 @@ class Exchange:
                 self.first_at = now
                 self.metrics.time_to_first_token.observe(now - self.arrived)
             self.last_at = now
+            self._count_tokens()
             yield delta
+
+    def _count_tokens(self) -> None:
+        """Tokens count as they are generated, so the counter's rate is the replica's tokens/s (the
+        autoscaler's second signal) during a long stream, not a jump at its end."""
+        new = self.gen.completion_tokens - self.counted
+        if new > 0:
+            self.metrics.generation_tokens.inc(new)
+            self.counted += new
 
     async def collect(self, disconnected: Awaitable[None]) -> str | None:
         """The whole text, or None when ``disconnected`` finished first (the client left)."""
@@ -427,6 +437,7 @@ class Exchange:
         self.closed = True
         with anyio.CancelScope(shield=True):  # the request may be being cancelled: free the slot anyway
             await self.gen.aclose()
+        self._count_tokens()
         self.metrics.finished(completion_tokens=self.gen.completion_tokens, first_token_at=self.first_at,
                               end=self.last_at or self.clock())
 

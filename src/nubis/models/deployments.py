@@ -104,6 +104,12 @@ class AutoscalingSpec(BaseModel):
         description="LLM deployments: waiting requests one replica should carry (the scaling signal "
                     "instead of target_in_flight); null for other deployments",
     )
+    target_tokens_per_s: float | None = Field(
+        default=None, gt=0,
+        description="LLM deployments: generated tokens per second one replica should carry, a second "
+                    "signal beside target_waiting (a replica is added when the deployment generates "
+                    "more); null to scale on waiting requests alone",
+    )
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> AutoscalingSpec:
@@ -111,6 +117,9 @@ class AutoscalingSpec(BaseModel):
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
             )
+        if self.target_tokens_per_s is not None and self.target_waiting is None:
+            raise ValueError("target_tokens_per_s is a second signal for LLM deployments: "
+                             "set target_waiting too")
         return self
 
 

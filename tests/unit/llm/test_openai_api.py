@@ -483,6 +483,21 @@ async def test_running_and_waiting_count_what_the_engine_and_the_server_hold(
     assert (await task).status_code == 200
 
 
+async def test_generated_tokens_count_during_a_generation_not_at_its_end(
+    http: httpx.AsyncClient, metric: Any,
+) -> None:
+    engine = engine_of(http)
+    engine.pace = 0.01
+    task = asyncio.create_task(http.post("/v1/chat/completions", json=chat(max_tokens=50)))
+    label = f'nubis_llm_generation_tokens_total{{model="{MODEL}"}}'
+    while engine.running == 0 or engine.generations[0].completion_tokens < 10:
+        await asyncio.sleep(0.001)
+    during = metric((await http.get("/metrics")).text, label)
+    answer = (await task).json()
+    assert 5 <= during < answer["usage"]["completion_tokens"]  # the autoscaler's tokens/s is smooth
+    assert metric((await http.get("/metrics")).text, label) == answer["usage"]["completion_tokens"]
+
+
 # ── configuration ───────────────────────────────────────────────────────────────────────────────────
 
 

@@ -34,6 +34,7 @@ def test_spec_defaults() -> None:
             "scale_down_delay_s": 30.0,
             "scale_to_zero_after_s": 300.0,
             "target_waiting": None,
+            "target_tokens_per_s": None,
         },
         "node_selector": {},
         "llm": None,

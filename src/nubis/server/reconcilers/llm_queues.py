@@ -3,9 +3,12 @@
 The deployment reconciler calls :meth:`QueueSampler.sample` once a round with the LLM deployments'
 ready replicas; at most once per ``interval_s`` per deployment it reads every replica's ``/metrics``
 (with the replica's key, as the gateway sends it) and records one load sample,
-``queue_load(waiting, busy replicas)``. A replica that does not answer is left out of that sample;
-when none answers there is no sample (the policy holds: no data is not no load). Soft state, as
-the gateway's load book: a restart starts from an empty history.
+``queue_load(waiting, busy replicas, tokens/s)``: tokens/s is the rate of each replica's
+``nubis_llm_generation_tokens_total`` between two readings, summed (a replica read for the first
+time, or whose counter went back because it restarted, adds nothing that round). A replica that
+does not answer is left out of that sample; when none answers there is no sample (the policy
+holds: no data is not no load). Soft state, as the gateway's load book: a restart starts from an
+empty history.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ log = logging.getLogger("nubis.reconciler")
 
 WAITING = "nubis_llm_requests_waiting"
 RUNNING = "nubis_llm_requests_running"
+GENERATED = "nubis_llm_generation_tokens_total"
 SCRAPE_TIMEOUT_S = 2.0
 WINDOW_S = 600.0
 
@@ -41,12 +45,13 @@ class ReplicaTarget:
 class QueueReading:
     waiting: float
     running: float
+    generated: float = 0.0  # tokens generated since the replica started
 
 
 def parse_queue(text: str) -> QueueReading | None:
-    """The two gauges from a Prometheus text exposition (summed over their labels); None when the
-    replica exports neither (not an LLM replica, or an older one)."""
-    values = {WAITING: 0.0, RUNNING: 0.0}
+    """The two gauges and the generated-tokens counter from a Prometheus text exposition (each summed
+    over its labels); None when the replica exports neither gauge (not an LLM replica, or an older one)."""
+    values = {WAITING: 0.0, RUNNING: 0.0, GENERATED: 0.0}
     seen = False
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -59,8 +64,8 @@ def parse_queue(text: str) -> QueueReading | None:
             values[name] += float(rest.split()[0])
         except (ValueError, IndexError):
             continue
-        seen = True
-    return QueueReading(values[WAITING], values[RUNNING]) if seen else None
+        seen = seen or name != GENERATED
+    return QueueReading(values[WAITING], values[RUNNING], values[GENERATED]) if seen else None
 
 
 async def read_queue(client: httpx.AsyncClient, target: ReplicaTarget) -> QueueReading | None:
@@ -79,14 +84,16 @@ class QueueSampler:
         self.interval_s = interval_s
         self._samples: dict[str, deque[LoadSample]] = {}
         self._last: dict[str, float] = {}
+        self._generated: dict[str, dict[str, tuple[float, float]]] = {}  # id → endpoint → (t, total)
 
     def samples(self, deployment_id: str) -> tuple[LoadSample, ...]:
         return tuple(self._samples.get(deployment_id, ()))
 
     def forget_others(self, deployment_ids: set[str]) -> None:
-        for gone in set(self._samples) - deployment_ids:
+        for gone in (set(self._samples) | set(self._last)) - deployment_ids:
             self._samples.pop(gone, None)
             self._last.pop(gone, None)
+            self._generated.pop(gone, None)
 
     async def sample(self, wanted: dict[str, tuple[AutoscalingSpec, Sequence[ReplicaTarget]]],
                      now: float | None = None) -> None:
@@ -98,15 +105,29 @@ class QueueSampler:
         async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S) as client:
             readings = await asyncio.gather(*(
                 asyncio.gather(*(read_queue(client, t) for t in targets)) for _, targets in due.values()))
-        for (deployment_id, (spec, _)), found in zip(due.items(), readings, strict=True):
+        for (deployment_id, (spec, targets)), found in zip(due.items(), readings, strict=True):
             self._last[deployment_id] = now
-            answered = [r for r in found if r is not None]
+            answered = [(t.endpoint, r) for t, r in zip(targets, found, strict=True) if r is not None]
             if not answered:  # none ready, or none exported its queue: no data, not no load
                 log.debug("no replica of LLM deployment %s exported its queue", deployment_id)
                 continue
-            waiting = sum(r.waiting for r in answered)
-            busy = sum(1 for r in answered if r.running > 0 or r.waiting > 0)
-            self.record(deployment_id, (now, queue_load(spec, waiting=waiting, busy_replicas=busy)))
+            waiting = sum(r.waiting for _, r in answered)
+            busy = sum(1 for _, r in answered if r.running > 0 or r.waiting > 0)
+            rate = self._tokens_per_s(deployment_id, answered, now)
+            self.record(deployment_id, (now, queue_load(spec, waiting=waiting, busy_replicas=busy,
+                                                        tokens_per_s=rate)))
+
+    def _tokens_per_s(self, deployment_id: str, answered: list[tuple[str, QueueReading]],
+                      now: float) -> float:
+        before = self._generated.get(deployment_id, {})
+        rate = 0.0
+        for endpoint, reading in answered:
+            if endpoint in before:
+                t, total = before[endpoint]
+                if now > t and reading.generated >= total:
+                    rate += (reading.generated - total) / (now - t)
+        self._generated[deployment_id] = {e: (now, r.generated) for e, r in answered}
+        return rate
 
     def record(self, deployment_id: str, sample: LoadSample) -> None:
         book = self._samples.setdefault(deployment_id, deque())

@@ -29,7 +29,10 @@ is :func:`queue_load` of the replicas' ``nubis_llm_requests_waiting`` and how ma
 generating, so a sample wants ``max(busy replicas, ceil(waiting / target_waiting))``: waiting
 requests beyond the target per replica add replicas, and a replica that is still generating is never
 scaled away (queue depth alone reads 0 while every replica is busy). Requests the gateway holds count
-as waiting.
+as waiting. With ``spec.target_tokens_per_s`` set, tokens/s is a second signal: a sample also wants
+``ceil(tokens_per_s / target_tokens_per_s)`` replicas (the deployment's generation rate over what one
+replica should carry), so a deployment that generates fast keeps (or gains) replicas even while its
+queue is short.
 
 A rule that looks back over a delay needs a sample at or before ``now - delay`` (the load in effect
 when the delay began); with a shorter history it does not fire. Without any load sample the policy
@@ -101,10 +104,17 @@ def per_replica_target(spec: AutoscalingSpec) -> float:
     return spec.target_waiting if spec.target_waiting is not None else spec.target_in_flight
 
 
-def queue_load(spec: AutoscalingSpec, *, waiting: float, busy_replicas: int) -> float:
+def queue_load(spec: AutoscalingSpec, *, waiting: float, busy_replicas: int,
+               tokens_per_s: float = 0.0) -> float:
     """An LLM deployment's load sample: ``waiting`` requests over its replicas, ``busy_replicas`` of
-    which are generating. Worth ``max(busy_replicas, ceil(waiting / target_waiting))`` replicas."""
-    return max(float(waiting), busy_replicas * per_replica_target(spec))
+    which are generating, ``tokens_per_s`` generated over all of them. Worth
+    ``max(busy_replicas, ceil(waiting / target_waiting), ceil(tokens_per_s / target_tokens_per_s))``
+    replicas: each signal is expressed in waiting requests, the unit :func:`wanted_replicas` divides."""
+    per_replica = per_replica_target(spec)
+    load = max(float(waiting), busy_replicas * per_replica)
+    if spec.target_tokens_per_s is not None:
+        load = max(load, tokens_per_s / spec.target_tokens_per_s * per_replica)
+    return load
 
 
 def _signal(spec: AutoscalingSpec) -> str:

@@ -8,6 +8,7 @@ from aiohttp import web
 from nubis.models.deployments import AutoscalingSpec
 from nubis.photon.runtime import REPLICA_KEY_HEADER
 from nubis.server.reconcilers.llm_queues import QueueSampler, ReplicaTarget, parse_queue
+from nubis.server.scheduler.autoscaling import queue_load
 
 SPEC = AutoscalingSpec(max_replicas=3, target_waiting=2)
 
@@ -75,3 +76,40 @@ def test_deleted_deployments_are_forgotten() -> None:
     sampler.record("d2", (1.0, 2.0))
     sampler.forget_others({"d2"})
     assert sampler.samples("d1") == () and sampler.samples("d2") == ((1.0, 2.0),)
+
+
+def test_parse_queue_reads_the_generated_tokens_counter() -> None:
+    reading = parse_queue(EXPOSITION + 'nubis_llm_generation_tokens_total{model="smol"} 250.0\n')
+    assert reading is not None and reading.generated == 250.0
+    assert parse_queue('nubis_llm_generation_tokens_total{model="smol"} 250.0\n') is None  # no gauges
+
+
+@pytest.fixture
+async def generating() -> AsyncIterator[tuple[str, list[float]]]:
+    """A replica with nothing waiting whose generated-tokens counter the test sets."""
+    total = [0.0]
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=f"nubis_llm_requests_waiting 0\nnubis_llm_requests_running 1\n"
+                                 f"nubis_llm_generation_tokens_total {total[0]}\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    async for url in serve(app):
+        yield url, total
+
+
+async def test_tokens_per_second_is_a_second_signal(generating: tuple[str, list[float]]) -> None:
+    url, total = generating
+    spec = AutoscalingSpec(max_replicas=3, target_waiting=2, target_tokens_per_s=20)
+    sampler = QueueSampler(interval_s=1.0)
+    wanted = {"d1": (spec, [ReplicaTarget(url, None)])}
+    total[0] = 1_000.0  # generated before the first reading: no rate yet, one busy replica
+    await sampler.sample(wanted, now=10.0)
+    total[0] = 1_050.0  # 50 tokens/s over 1 s: 2.5 replicas' worth at 20 tokens/s each
+    await sampler.sample(wanted, now=11.0)
+    total[0] = 10.0  # the replica restarted: its counter went back, no rate this round
+    await sampler.sample(wanted, now=12.0)
+    assert sampler.samples("d1") == ((10.0, 2.0), (11.0, 5.0), (12.0, 2.0))
+    waiting_only = AutoscalingSpec(max_replicas=3, target_waiting=2)
+    assert queue_load(waiting_only, waiting=0, busy_replicas=1, tokens_per_s=50) == 2.0

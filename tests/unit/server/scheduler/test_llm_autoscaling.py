@@ -76,3 +76,18 @@ def test_scale_to_zero_only_when_no_replica_generates(busy: int, target: int) ->
     load = steady(0, busy, since=NOW - 400, spec=LLM_ZERO)
     context = ctx(spec=LLM_ZERO, load=load, last_traffic_at=NOW - 350)
     assert decide_replicas(context, NOW).target_replicas == target
+
+
+def test_tokens_per_second_adds_replicas_while_the_queue_is_short() -> None:
+    fast = LLM.model_copy(update={"target_tokens_per_s": 30})
+    assert wanted_replicas(fast, queue_load(fast, waiting=0, busy_replicas=1, tokens_per_s=20)) == 1
+    assert wanted_replicas(fast, queue_load(fast, waiting=0, busy_replicas=1, tokens_per_s=61)) == 3
+    load = queue_load(fast, waiting=0, busy_replicas=2, tokens_per_s=55)  # 2 replicas' worth: hold
+    decision = decide_replicas(ctx(spec=fast, current_target=2,
+                                   load=tuple((NOW - 40 + i, load) for i in range(41))), NOW)
+    assert decision.target_replicas == 2
+
+
+def test_tokens_per_second_needs_target_waiting() -> None:
+    with pytest.raises(ValueError, match="set target_waiting too"):
+        AutoscalingSpec(target_tokens_per_s=10)
