@@ -102,7 +102,8 @@ def parse_since(value: str, *, now: datetime) -> datetime:
     if matched:
         back = timedelta(seconds=float(matched.group(1)) * _UNIT_S[matched.group(2)])
         if back > MAX_SINCE:
-            raise ValidationError(f"since {value!r} is too far back: at most {MAX_SINCE.days} days")
+            raise ValidationError(f"since {value!r} is too far back: at most {MAX_SINCE.days} days",
+                                  details=[{"field": "since", "value": value}])
         return now - back
     try:
         at = datetime.fromisoformat(text)
