@@ -155,6 +155,41 @@ class BundleError(NubisError):
     http_status = 422
 
 
+class BackupFailedError(NubisError):
+    """A backup or a restore could not run: the database or a tool it needs (pg_dump) failed."""
+
+    code = "backup_failed"
+    http_status = 500
+
+
+class BackupDamagedError(NubisError):
+    """A backup archive is not what its manifest and checksum say: truncated, changed or not one."""
+
+    code = "backup_damaged"
+    http_status = 422
+
+
+class BackupKeyError(NubisError):
+    """The master key offered (or the passphrase that unwraps it) is not the backup's."""
+
+    code = "backup_key_mismatch"
+    http_status = 403
+
+
+class BackupTooNewError(NubisError):
+    """The backup was made by a newer nubis whose database schema this version does not know."""
+
+    code = "backup_too_new"
+    http_status = 422
+
+
+class RestoreTargetNotEmptyError(ConflictError):
+    """A restore writes only into an empty home, storage and database."""
+
+    code = "restore_target_not_empty"
+    http_status = 409
+
+
 class ConnectionFailedError(NubisError):
     """The client could not reach the server."""
 
