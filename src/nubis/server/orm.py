@@ -301,6 +301,9 @@ class ConsoleSessionRow(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     workspace: Mapped[str | None] = mapped_column(String(63), nullable=True)
     """The workspace the platform admin switched to (None: the token's own)."""
+    token_nonce: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    token_box: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The token, encrypted with the master key: the playground and chat call the gateway with it."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -313,6 +316,8 @@ class ConsoleLinkRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"))
+    token_nonce: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    token_box: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -18,7 +18,7 @@ from fastapi import Depends, Request, Response
 from nubis.errors import CSRFError, ForbiddenError, UnauthorizedError
 from nubis.models.auth import Permission
 from nubis.server.context import ServerContext
-from nubis.server.deps import Caller, Session
+from nubis.server.deps import Caller, Context, Session
 from nubis.server.services import console, workspaces
 
 COOKIE = "nubis_session"
@@ -33,6 +33,7 @@ class ConsolePage:
 
     caller: Caller
     csrf: str
+    token: str = field(repr=False)
     workspaces: list[str] = field(default_factory=list)
     """Every workspace, for the platform admin's selector (empty for everyone else)."""
 
@@ -52,12 +53,13 @@ def session_secret(request: Request) -> str:
     return secret
 
 
-async def console_page(request: Request, session: Session) -> ConsolePage:
-    live = await console.get_session_or_raise(session, session_secret(request), now=datetime.now(UTC))
+async def console_page(request: Request, session: Session, ctx: Context) -> ConsolePage:
+    live = await console.get_session_or_raise(session, ctx.box, session_secret(request),
+                                              now=datetime.now(UTC))
     names: list[str] = []
     if live.caller.superuser:
         names = [w.name for w in await workspaces.list_visible(session, live.caller)]
-    return ConsolePage(caller=live.caller, csrf=live.csrf, workspaces=names)
+    return ConsolePage(caller=live.caller, csrf=live.csrf, token=live.token, workspaces=names)
 
 
 Page = Annotated[ConsolePage, Depends(console_page)]
@@ -67,7 +69,8 @@ async def live_caller(ctx: ServerContext, request: Request) -> Caller:
     """For streams that outlive the request's session: the caller now, or ``UnauthorizedError``
     once the session or its token is gone (a stream checks again before each update)."""
     async with ctx.db.sessions() as session:
-        live = await console.get_session_or_raise(session, session_secret(request), now=datetime.now(UTC))
+        live = await console.get_session_or_raise(session, ctx.box, session_secret(request),
+                                                  now=datetime.now(UTC))
     return live.caller
 
 

@@ -1,14 +1,11 @@
-"""Paged lists: which slice of a list a page shows, and the links to the pages around it (the
-filters stay in the links). The services count and slice in SQL (``LIMIT``/``OFFSET``)."""
+"""Paging and filters of console lists (``?status=&q=&page=``), shown by partials/pager.html."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 PAGE_SIZE = 50
-MAX_PAGE = 100_000
 
 
 @dataclass(frozen=True)
@@ -16,16 +13,19 @@ class Paged:
     page: int
     total: int
     size: int = PAGE_SIZE
-    filters: tuple[tuple[str, str], ...] = ()
-    """The query parameters every page link keeps (``status``, ``name``…); empty ones are left out."""
+    filters: dict[str, str] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.size))
+        return max(1, -(-self.total // self.size))
 
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.size
 
     def query(self, page: int) -> str:
-        return urlencode([*((k, v) for k, v in self.filters if v), ("page", str(page))])
+        return urlencode({**{k: v for k, v in self.filters.items() if v}, "page": page})
+
+
+def clamp_page(page: int, total: int, size: int = PAGE_SIZE) -> int:
+    return max(1, min(page, max(1, -(-total // size))))

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 
 from nubis.models.console import ConsoleLink
-from nubis.server.deps import Reader, Session
+from nubis.server.deps import Context, Reader, Session
 from nubis.server.services import console
 
 router = APIRouter(prefix="/api/v1", tags=["console"])
 
 
 @router.post("/console/links", status_code=201)
-async def create_console_link(caller: Reader, session: Session) -> ConsoleLink:
+async def create_console_link(caller: Reader, session: Session, ctx: Context,
+                              authorization: Annotated[str, Header()]) -> ConsoleLink:
     """Open `path` on this address within 60 s, once: the browser is logged in with this token."""
-    return await console.create_link(session, caller, now=datetime.now(UTC))
+    token = authorization.partition(" ")[2].strip()
+    return await console.create_link(session, ctx.box, caller, token, now=datetime.now(UTC))

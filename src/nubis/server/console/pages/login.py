@@ -10,12 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nubis.errors import CSRFError, ForbiddenError, NotFoundError, NubisError, UnauthorizedError
+from nubis.errors import CSRFError, ForbiddenError, NotFoundError, NubisError
 from nubis.server.console import auth
 from nubis.server.console.responses import ConsoleRoute, safe_next
 from nubis.server.console.templating import render
-from nubis.server.deps import Session, caller_of, get_caller
-from nubis.server.orm import TokenRow, WorkspaceRow
+from nubis.server.deps import Context, Session, get_caller
 from nubis.server.services import console
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -44,7 +43,7 @@ async def login_page(request: Request, next: str = "/") -> HTMLResponse:
 
 
 @router.post("/login")
-async def login(request: Request, session: Session,
+async def login(request: Request, session: Session, ctx: Context,
                 token: Annotated[str, Form(max_length=512)] = "",
                 csrf: Annotated[str, Form(max_length=128)] = "",
                 next: Annotated[str, Form(max_length=2048)] = "/") -> Response:
@@ -55,23 +54,20 @@ async def login(request: Request, session: Session,
         caller = await get_caller(session, authorization=f"Bearer {token.strip()}")
     except NubisError as exc:
         return login_form(request, next_path=safe_next(next), error=exc, status_code=exc.http_status)
-    secret = await console.open_session(session, caller.token_id, now=datetime.now(UTC))
+    secret = await console.open_session(session, ctx.box, caller.token_id, token.strip(),
+                                        now=datetime.now(UTC))
     return logged_in(request, secret, next)
 
 
 @router.get("/login/{code}")
-async def login_with_link(request: Request, code: str, session: Session) -> Response:
+async def login_with_link(request: Request, code: str, session: Session, ctx: Context) -> Response:
     """``nubis console``'s one-time link: a session for the token that asked for it."""
     try:
-        token_id = await console.redeem_link(session, code, now=datetime.now(UTC))
-        row = await session.get(TokenRow, token_id)
-        home = await session.get(WorkspaceRow, row.workspace_id) if row is not None else None
-        if row is None or home is None:
-            raise UnauthorizedError("the token of this link no longer exists")
-        await caller_of(session, row, home, None)
+        token = await console.redeem_link(session, ctx.box, code, now=datetime.now(UTC))
+        caller = await get_caller(session, authorization=f"Bearer {token}")
     except NubisError as exc:
         return login_form(request, next_path="/", error=exc, status_code=exc.http_status)
-    secret = await console.open_session(session, token_id, now=datetime.now(UTC))
+    secret = await console.open_session(session, ctx.box, caller.token_id, token, now=datetime.now(UTC))
     return logged_in(request, secret, "/")
 
 

@@ -28,6 +28,8 @@ def upgrade() -> None:
         ),
         sa.Column("csrf", sa.String(64), nullable=False),
         sa.Column("workspace", sa.String(63), nullable=True),
+        sa.Column("token_nonce", sa.LargeBinary(), nullable=True),
+        sa.Column("token_box", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("expires_at", TS, nullable=False),
         sa.Column("last_seen_at", TS, nullable=False),
@@ -41,6 +43,8 @@ def upgrade() -> None:
             sa.ForeignKey("tokens.id", ondelete="CASCADE"),
             nullable=False,
         ),
+        sa.Column("token_nonce", sa.LargeBinary(), nullable=True),
+        sa.Column("token_box", sa.LargeBinary(), nullable=True),
         sa.Column("expires_at", TS, nullable=False),
     )
 
