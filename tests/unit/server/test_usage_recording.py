@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from nubis.models.deployments import ReplicaStatus
 from nubis.server.context import ServerContext
-from nubis.server.orm import ReplicaRow, UsageIntervalRow
+from nubis.server.orm import JobWorkerRow, ReplicaRow, UsageIntervalRow
 from nubis.server.reconcilers.deployments import DeploymentReconciler
 from nubis.server.reconcilers.jobs import JobReconciler
 from nubis.server.services.replicas import switch_replica_status
@@ -131,3 +131,19 @@ async def test_job_workers_hold_their_resources_until_they_exit(ctx: ServerConte
     await reconciler.reconcile_once()
     closed = await intervals(ctx)
     assert all(i.stopped_at is not None and i.stopped_at > i.started_at for i in closed)
+
+
+async def test_a_start_closes_the_intervals_of_what_no_longer_runs(ctx: ServerContext,
+                                                                   fake: FakeBackend) -> None:
+    """A writer that does not record usage (a restore settles workers this way) leaves an interval
+    open; the next start's adoption closes it, and only it."""
+    await rows.job(ctx, "ddp", workers=2, resources={"cpu": 1, "memory": "1Gi"})
+    await JobReconciler(ctx).reconcile_once()
+    async with ctx.db.sessions() as session:
+        settled, kept = (await session.scalars(select(JobWorkerRow).order_by(JobWorkerRow.rank))).all()
+        settled.status = "stopped"
+        await session.commit()
+    await JobReconciler(ctx).adopt()
+    found = {i.unit_id: i.stopped_at for i in await intervals(ctx)}
+    assert found[kept.id] is None
+    assert found[settled.id] is not None

@@ -19,12 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nubis.backends.base import ReplicaHandle, ReplicaProbe
 from nubis.errors import EnvironmentPendingError, NoCapacityError, NubisError
 from nubis.models.deployments import DeploymentSpec, DeploymentStatus, ReplicaStatus, split_photon_ref
+from nubis.models.usage import UsageKind
 from nubis.server.context import ServerContext
 from nubis.server.orm import DeploymentRow, ReplicaRow, WorkspaceRow, utcnow
 from nubis.server.reconcilers.llm_queues import QueueSampler, ReplicaTarget
 from nubis.server.reconcilers.replica_starts import ReplicaStarts, StartResult
 from nubis.server.scheduler.autoscaling import AutoscalingContext, decide_replicas
 from nubis.server.scheduler.replicas import deployment_status, is_crash_loop, restart_backoff
+from nubis.server.services import usage
 from nubis.server.services.deployments import event
 from nubis.server.services.gateway import replica_key
 from nubis.server.services.replicas import switch_replica_status
@@ -75,6 +77,8 @@ class DeploymentReconciler:
                     continue
                 switch_replica_status(session, row, R.failed, "lost while the control plane was down")
                 row.next_start_at = time.time()
+            await session.flush()
+            await usage.close_gone(session, UsageKind.replica, at=utcnow())
             await session.commit()
 
     async def shutdown(self) -> None:

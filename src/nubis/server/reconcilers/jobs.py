@@ -21,6 +21,7 @@ from nubis.backends.base import JobsCapability, ReplicaHandle, ReplicaProbe
 from nubis.errors import NubisError
 from nubis.models.jobs import JobSpec, JobStatus, WorkerStatus, job_outputs_path
 from nubis.models.storage import format_bytes
+from nubis.models.usage import UsageKind
 from nubis.server.context import ServerContext
 from nubis.server.orm import JobRow, JobWorkerRow, WorkspaceRow, utcnow
 from nubis.server.reconcilers.job_environments import JobEnvironments
@@ -90,6 +91,7 @@ class JobReconciler:
                         await self.ctx.backend.adopt(ReplicaHandle.from_dict(worker.handle))
                 if job.status == J.running.value:
                     event(session, job.id, "adopted", "the control plane restarted; workers adopted")
+            await usage.close_gone(session, UsageKind.job, at=utcnow())
             await session.commit()
 
     async def shutdown(self) -> None:

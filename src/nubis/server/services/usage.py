@@ -7,7 +7,8 @@ Recording happens at status changes only: a replica holds its resources from its
 status setters are synchronous, so they queue the change on the session and it is written in the
 same flush (a ``before_flush`` hook on that session): the interval and the status commit together.
 A control plane that crashed changes no status, so the intervals of what it adopts stay open; what
-it finds gone is switched to ``failed`` (replicas) or seen exited (workers) and closed then.
+it finds gone is switched to ``failed`` (replicas) or seen exited (workers) and closed then; at each
+start the reconcilers also close the open intervals of whatever no longer runs (``close_gone``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session as SyncSession
 
 from nubis.errors import ForbiddenError
 from nubis.models.deployments import ReplicaStatus
+from nubis.models.jobs import WorkerStatus
 from nubis.models.resources import Resources
 from nubis.models.usage import Prices, QuotaUse, Usage, UsageBy, UsageKind, UsageRow
 from nubis.server.deps import Caller
@@ -132,6 +134,23 @@ def _apply(sync: SyncSession, flush_context: Any, instances: Any) -> None:
         sync.execute(update(UsageIntervalRow)
                      .where(UsageIntervalRow.unit_id == change.unit_id, UsageIntervalRow.stopped_at.is_(None))
                      .values(stopped_at=change.at).execution_options(synchronize_session=False))
+
+
+async def close_gone(session: AsyncSession, kind: UsageKind, *, at: datetime) -> int:
+    """At a start: close the open intervals of ``kind`` whose replica or worker no longer holds
+    anything (its row is gone, or its status was changed by a writer that does not record usage,
+    such as a restore); how many."""
+    if kind == UsageKind.replica:  # a replica left stopping by a crash is not adopted: gone too
+        adoptable = [s.value for s in HOLDING - {R.stopping}]
+        holding = select(ReplicaRow.id).where(ReplicaRow.status.in_(adoptable))
+    else:
+        holding = select(JobWorkerRow.id).where(JobWorkerRow.status == WorkerStatus.running.value)
+    closed = await session.execute(
+        update(UsageIntervalRow)
+        .where(UsageIntervalRow.kind == kind.value, UsageIntervalRow.stopped_at.is_(None),
+               UsageIntervalRow.unit_id.not_in(holding))
+        .values(stopped_at=at).execution_options(synchronize_session=False))
+    return int(getattr(closed, "rowcount", 0) or 0)
 
 
 @dataclass(frozen=True)
