@@ -62,7 +62,7 @@ from nubis.storage import ObjectStore
 
 log = logging.getLogger("nubis.server")
 # Uploads that stream to disk with their own limits; every other body is JSON, 1 MiB at most.
-STREAMED_UPLOADS = (("PUT", "/api/v1/storage/"), ("POST", "/api/v1/photons"))
+STREAMED_UPLOADS = (("PUT", "/api/v1/storage/"), ("POST", "/api/v1/photons"), ("POST", "/storage/upload"))
 
 
 def build_context(settings: ServerSettings) -> ServerContext:
