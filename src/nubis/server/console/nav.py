@@ -28,7 +28,7 @@ NAV = (
     NavItem("Secrets", "/secrets"),
     NavItem("Tokens", "/tokens"),
     NavItem("Nodes", "/nodes"),
-    NavItem("Workspaces", "/workspaces", needs=Permission.manage),
+    NavItem("Workspaces", "/workspaces", needs=Permission.manage, superuser=True),
     NavItem("Audit", "/audit", needs=Permission.manage),
 )
 
