@@ -236,14 +236,13 @@ def read_members(path: Path, manifest: Manifest, sink: Sink | None = None) -> No
             end = member.offset_data + padded(member.size)
             body.update(fh.read(end - member.offset_data - member.size))
             pos = end
-        if pos != layout.trailer.offset_data - BLOCK:
+        expected = combined_checksum(hashlib.sha256(head).digest(), body.digest())
+        header = _member(CHECKSUM_NAME, len(expected)).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if pos != layout.trailer.offset_data - BLOCK or fh.read(BLOCK) != header:
             raise damaged(path, "unexpected bytes before its checksum")
-        fh.seek(layout.trailer.offset_data)
-        stored = fh.read(layout.trailer.size)
-        if stored != combined_checksum(hashlib.sha256(head).digest(), body.digest()):
+        if fh.read(layout.trailer.size) != expected:
             raise damaged(path, "its checksum does not match its bytes")
-        fh.seek(layout.trailer.offset_data + padded(layout.trailer.size))
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
+        for chunk in iter(lambda: fh.read(CHUNK), b""):  # tar padding and end-of-archive blocks
             if chunk.count(0) != len(chunk):
                 raise damaged(path, "bytes follow its checksum")
 
