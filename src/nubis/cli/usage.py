@@ -25,10 +25,18 @@ def load_prices(path: Path) -> Prices:
         return Prices.model_validate(json.loads(path.read_text()))
     except OSError as exc:
         raise ValidationError(f"cannot read the price table {str(path)!r}: {exc.strerror or exc}") from None
-    except (ValueError, pydantic.ValidationError) as exc:
-        raise ValidationError(
-            f"the price table {str(path)!r} is not valid: {exc}. Expected JSON such as "
-            '{"cpu_hour": 0.04, "memory_gib_hour": 0.005, "gpu_hour": 1.2} (each optional, >= 0)') from None
+    except pydantic.ValidationError as exc:
+        why = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}"
+                        for e in exc.errors())
+        raise _bad_prices(path, why) from None
+    except ValueError as exc:
+        raise _bad_prices(path, f"not JSON ({exc})") from None
+
+
+def _bad_prices(path: Path, why: str) -> ValidationError:
+    return ValidationError(f"the price table {str(path)!r} is not valid: {why}. Expected JSON such as "
+                           '{"cpu_hour": 0.04, "memory_gib_hour": 0.005, "gpu_hour": 1.2} '
+                           "(each optional, >= 0)")
 
 
 def columns(found: Usage) -> list[str]:
