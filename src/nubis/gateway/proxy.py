@@ -179,8 +179,7 @@ class GatewayApp:
         try:
             status = await serving
         finally:
-            dep.finished += 1
-            dep.metrics.observe(status, time.perf_counter() - started)
+            dep.count(status, time.perf_counter() - started)
 
     async def _admit(self, find: Callable[[], Deployment | None],
                      authorization: bytes | None) -> Deployment | None:

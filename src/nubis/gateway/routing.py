@@ -8,6 +8,7 @@ counters of replicas and deployments that are still listed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import time
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from nubis.gateway.metrics import DeploymentMetrics, GatewayMetrics
-from nubis.models.routes import DeploymentRoute, ReplicaRoute, RoutingTable
+from nubis.models.routes import REPORT_LATENCY_BOUNDS_S, DeploymentRoute, ReplicaRoute, RoutingTable
 
 CONNECT_TIMEOUT_S = 10.0
 FAILED_BACKOFF_S = 2.0  # after a refused connection, other replicas go first for this long
@@ -46,6 +47,8 @@ class Deployment:
     queued: int = 0  # held for lack of a ready replica
     in_flight: int = 0  # sent to a replica, answer not finished
     finished: int = 0  # since the last load report
+    errors: int = 0  # of those, 5xx
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(REPORT_LATENCY_BOUNDS_S) + 1))
     client_timeout: aiohttp.ClientTimeout = field(default_factory=aiohttp.ClientTimeout)
     _turn: int = 0
     _changed: asyncio.Event | None = None
@@ -53,6 +56,20 @@ class Deployment:
     @property
     def label(self) -> str:
         return f"{self.route.workspace}/{self.route.name}"
+
+    def count(self, status: int, seconds: float) -> None:
+        """One finished request, for the next load report (the console's charts, alert rules)."""
+        self.finished += 1
+        self.errors += status >= 500
+        self.latency_counts[bisect.bisect_left(REPORT_LATENCY_BOUNDS_S, seconds)] += 1
+        self.metrics.observe(status, seconds)
+
+    def take_counts(self) -> tuple[int, int, list[int]]:
+        """Requests, 5xx and latency counts since the previous call; they start again from zero."""
+        counts = (self.finished, self.errors, self.latency_counts)
+        self.finished, self.errors = 0, 0
+        self.latency_counts = [0] * (len(REPORT_LATENCY_BOUNDS_S) + 1)
+        return counts
 
     def update(self, route: DeploymentRoute) -> None:
         old = {r.replica_id: r for r in self.replicas}

@@ -163,11 +163,11 @@ def load_report(router: Router, *, gateway_id: str, now: datetime) -> LoadReport
     """Per deployment: in flight, held (queued) and finished since the previous report."""
     loads = []
     for dep in router.live():
+        requests, errors, latency_counts = dep.take_counts()
         loads.append(DeploymentLoad(
-            workspace=dep.route.workspace, name=dep.route.name,
-            in_flight=dep.in_flight, queued=dep.queued, requests=dep.finished,
+            workspace=dep.route.workspace, name=dep.route.name, in_flight=dep.in_flight, queued=dep.queued,
+            requests=requests, errors=errors, latency_counts=latency_counts,
         ))
-        dep.finished = 0
         dep.metrics.in_flight.set(dep.in_flight)
         dep.metrics.queued.set(dep.queued)
     return LoadReport(gateway_id=gateway_id, at=now, routes_version=router.version,

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+REPORT_LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds of the latency buckets in load reports; a last count holds the slower requests."""
 
 
 class ReplicaRoute(BaseModel):
@@ -92,6 +94,12 @@ class DeploymentLoad(BaseModel):
     in_flight: int = Field(description="requests being served by a replica now")
     queued: int = Field(description="requests held waiting for a ready replica (demand)")
     requests: int = Field(description="requests finished since the previous report")
+    errors: int = Field(default=0, ge=0, description="of those, answered with a 5xx status")
+    latency_counts: list[int] = Field(
+        default_factory=list, max_length=len(REPORT_LATENCY_BOUNDS_S) + 1,
+        description="of those, how many took at most each of REPORT_LATENCY_BOUNDS_S seconds (not "
+                    "cumulative), then the slower ones; empty from a gateway that does not count them",
+    )
 
 
 class LoadReport(BaseModel):

@@ -9,6 +9,7 @@ from nubis.server.db import Database
 from nubis.server.metrics import ServerMetrics
 from nubis.server.security import SecretBox
 from nubis.server.services.gateway import LoadBook
+from nubis.server.services.metric_history import MetricStore
 from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore
 
@@ -28,3 +29,5 @@ class ServerContext:
     """The line ``nubis up`` prints about workload isolation."""
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     """This app's Prometheus metrics (a registry of its own), served at ``/metrics``."""
+    history: MetricStore = field(default_factory=MetricStore)
+    """Each deployment's requests, 5xx and latency in 10 s steps for 24 h (from load reports)."""

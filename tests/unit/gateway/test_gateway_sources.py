@@ -13,7 +13,7 @@ import pytest
 from nubis.gateway.metrics import GatewayMetrics
 from nubis.gateway.routing import Router
 from nubis.gateway.sources import FileSource, URLSource, _Trouble, apply_if_new, load_report
-from nubis.models.routes import RoutingTable
+from nubis.models.routes import REPORT_LATENCY_BOUNDS_S, LoadReport, RoutingTable
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -74,6 +74,31 @@ def test_load_report_counts_and_resets_finished() -> None:
     assert [d.name for d in load_report(router, gateway_id="g1", now=NOW).deployments] == ["a"]
     dep.in_flight = dep.queued = 0
     assert load_report(router, gateway_id="g1", now=NOW).deployments == []
+
+
+def test_load_report_carries_5xx_and_latency_buckets_since_the_previous_report() -> None:
+    router = Router(GatewayMetrics())
+    router.apply(RoutingTable.model_validate(doc(1, "a")))
+    dep = router.get("ws", "a")
+    assert dep is not None
+    for status, seconds in ((200, 0.003), (200, 0.2), (503, 0.2), (500, 45.0)):
+        dep.count(status, seconds)
+    (load,) = load_report(router, gateway_id="g1", now=NOW).deployments
+    assert (load.requests, load.errors) == (4, 2)
+    assert load.latency_counts[0] == 1  # <= 5 ms
+    assert load.latency_counts[REPORT_LATENCY_BOUNDS_S.index(0.25)] == 2  # (0.1, 0.25]
+    assert load.latency_counts[-1] == 1  # slower than the last bound
+    assert sum(load.latency_counts) == 4
+    dep.in_flight = 1
+    (again,) = load_report(router, gateway_id="g1", now=NOW).deployments
+    assert (again.requests, again.errors, sum(again.latency_counts)) == (0, 0, 0)
+
+
+def test_a_load_report_from_an_older_gateway_is_still_valid() -> None:
+    old = {"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1,
+           "deployments": [{"workspace": "ws", "name": "a", "in_flight": 0, "queued": 0, "requests": 3}]}
+    (load,) = LoadReport.model_validate(old).deployments
+    assert (load.errors, load.latency_counts) == (0, [])
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from nubis.models.deployments import Deployment, DeploymentEvent, DeploymentSpec, DeploymentUpdateRequest
+from nubis.models.metric_history import MetricHistory
 from nubis.models.routes import LoadReport, RoutingTable
 from nubis.server.deps import Context, Reader, Session, Superuser, Writer
-from nubis.server.services import deployments, gateway
+from nubis.server.services import deployments, gateway, metric_history
 
 router = APIRouter(prefix="/api/v1", tags=["deployments"])
 
@@ -53,6 +55,17 @@ async def deployment_events(
     return await deployments.events(session, caller, name, limit=limit)
 
 
+@router.get("/deployments/{name}/metrics")
+async def deployment_metrics(
+    name: str, caller: Reader, session: Session, ctx: Context,
+    since: Annotated[str, Query(max_length=16, description="how far back: 90s, 15m, 1h; 24h at most")] = "1h",
+    step: Annotated[str | None, Query(max_length=16, description="point width (default: 120 points)")] = None,
+) -> MetricHistory:
+    """Requests/s, 5xx/s and rate, p50/p95 latency from the gateway, in steps of 10 s or more."""
+    await deployments.get_row_or_raise(session, caller, name)
+    return metric_history.query(ctx.history, caller.workspace, name, since=since, step=step, now=time.time())
+
+
 @router.get("/deployments/{name}/logs")
 async def deployment_logs(
     name: str,
@@ -88,3 +101,4 @@ async def routes(caller: Superuser, session: Session) -> RoutingTable:
 async def report_load(report: LoadReport, caller: Superuser, ctx: Context) -> None:
     """Per-deployment load from a gateway, each second (platform admin token only)."""
     ctx.loads.record(report)
+    ctx.history.record(report, now=time.time())

@@ -1,0 +1,152 @@
+"""Metric history: each deployment's requests, 5xx answers and latency histogram in 10 s steps for
+the last 24 h, from the gateways' per-second load reports (soft state: a restart starts it again).
+
+Memory is bounded: a series is a ring of ``SLOTS`` steps of ``2 + buckets`` 32-bit counts (8,640 ×
+15 × 4 B ≈ 0.5 MiB), made when a deployment first reports traffic and dropped 24 h after its last;
+so at most 0.5 MiB per deployment that served a request in the last day. Several gateways (or
+gateway workers) add up: each reports the requests it finished since its previous report.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from nubis.errors import ValidationError
+from nubis.models.metric_history import MetricHistory, MetricPoint
+from nubis.models.routes import REPORT_LATENCY_BOUNDS_S, LoadReport
+
+STEP_S = 10
+SLOTS = 24 * 3600 // STEP_S
+BUCKETS = len(REPORT_LATENCY_BOUNDS_S) + 1
+COLUMNS = 2 + BUCKETS  # requests, 5xx, then the latency buckets
+REQUESTS, ERRORS = 0, 1
+MAX_POINTS = 1000
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
+
+
+@dataclass
+class Series:
+    counts: array = field(default_factory=lambda: array("I", [0]) * (SLOTS * COLUMNS))
+    stamps: array = field(default_factory=lambda: array("q", [-1]) * SLOTS)
+    """The step number each slot holds (a slot from another lap of the ring reads as empty)."""
+    last_step: int = -1
+
+    def add(self, step: int, column: int, amount: int) -> None:
+        slot = step % SLOTS
+        if self.stamps[slot] != step:
+            self.stamps[slot] = step
+            base = slot * COLUMNS
+            self.counts[base:base + COLUMNS] = array("I", [0]) * COLUMNS
+        self.counts[slot * COLUMNS + column] += amount
+        self.last_step = max(self.last_step, step)
+
+    def row(self, step: int) -> list[int] | None:
+        slot = step % SLOTS
+        if self.stamps[slot] != step:
+            return None
+        return list(self.counts[slot * COLUMNS:(slot + 1) * COLUMNS])
+
+
+class MetricStore:
+    """Per (workspace, deployment): the ring of 10 s steps."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str], Series] = {}
+
+    def record(self, report: LoadReport, *, now: float) -> None:
+        step = int(now // STEP_S)
+        for load in report.deployments:
+            if not load.requests:
+                continue
+            series = self._series.setdefault((load.workspace, load.name), Series())
+            series.add(step, REQUESTS, load.requests)
+            series.add(step, ERRORS, min(load.errors, load.requests))
+            for i, n in enumerate(load.latency_counts[:BUCKETS]):
+                if n:
+                    series.add(step, 2 + i, n)
+        for key in [k for k, s in self._series.items() if s.last_step < step - SLOTS]:
+            del self._series[key]
+
+    def history(self, workspace: str, name: str, *, since_s: float, step_s: float,
+                now: float) -> MetricHistory:
+        """Points from ``now - since_s`` to now, each ``step_s`` wide (a multiple of 10 s); the last
+        one ends with the current 10 s step, which is still filling."""
+        per = max(1, round(step_s / STEP_S))
+        last = int(now // STEP_S)
+        count = max(1, math.ceil(since_s / STEP_S / per))
+        first = last + 1 - count * per
+        series = self._series.get((workspace, name))
+        points = []
+        for start in range(first, last + 1, per):
+            total = [0] * COLUMNS
+            for step in range(start, start + per):
+                row = series.row(step) if series is not None else None
+                if row is not None:
+                    total = [a + b for a, b in zip(total, row, strict=True)]
+            points.append(point(start * STEP_S, total, seconds=per * STEP_S))
+        return MetricHistory(deployment=name, since_s=since_s, step_s=per * STEP_S, points=points)
+
+
+def point(start: float, total: list[int], *, seconds: float) -> MetricPoint:
+    requests, errors, buckets = total[REQUESTS], total[ERRORS], total[2:]
+    return MetricPoint(
+        at=datetime.fromtimestamp(start, UTC), requests_per_s=requests / seconds,
+        errors_per_s=errors / seconds,
+        error_rate=errors / requests if requests else None,
+        p50_ms=percentile_ms(buckets, 0.50), p95_ms=percentile_ms(buckets, 0.95),
+    )
+
+
+def percentile_ms(buckets: list[int], q: float) -> float | None:
+    """The ``q`` quantile from bucket counts, linear within its bucket; in the last (open) bucket,
+    its lower bound (the answer is "at least that")."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(buckets):
+        if n and seen + n >= rank:
+            if i == len(REPORT_LATENCY_BOUNDS_S):
+                return REPORT_LATENCY_BOUNDS_S[-1] * 1000
+            low = REPORT_LATENCY_BOUNDS_S[i - 1] if i else 0.0
+            high = REPORT_LATENCY_BOUNDS_S[i]
+            return 1000 * (low + (high - low) * (rank - seen) / n)
+        seen += n
+    return REPORT_LATENCY_BOUNDS_S[-1] * 1000
+
+
+def parse_duration(text: str, *, name: str = "since", most_s: float = SLOTS * STEP_S) -> float:
+    """``90s``, ``15m``, ``1h``, ``1d`` (a bare number: seconds), at least 10 s and at most 24 h."""
+    found = _SINCE.match(text)
+    if found is None:
+        raise ValidationError(f"{name} must look like 90s, 15m, 1h or 1d, not {text[:40]!r}")
+    seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
+    if not STEP_S <= seconds <= most_s:
+        raise ValidationError(f"{name} must be between {STEP_S} s and {int(most_s // 3600)} h, not {text!r}")
+    return seconds
+
+
+def default_step(since_s: float) -> float:
+    """About 120 points at most, in whole 10 s steps."""
+    return max(STEP_S, STEP_S * round(since_s / 120 / STEP_S)) if since_s / STEP_S > 120 else STEP_S
+
+
+def check_step(step_s: float, since_s: float) -> float:
+    if step_s < STEP_S or since_s / step_s > MAX_POINTS:
+        raise ValidationError(f"step must be at least {STEP_S} s and give at most {MAX_POINTS} points "
+                              f"over {since_s:.0f} s")
+    return step_s
+
+
+def query(store: MetricStore, workspace: str, name: str, *, since: str, step: str | None,
+          now: float) -> MetricHistory:
+    """``since`` and ``step`` as users write them (``1h``, ``60s``), checked."""
+    since_s = parse_duration(since)
+    step_s = check_step(parse_duration(step, name="step") if step else default_step(since_s), since_s)
+    return store.history(workspace, name, since_s=since_s, step_s=step_s, now=now)
