@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+
+import nubis
 
 from servers import LoggedProcess, free_port, start, stop
 
@@ -109,3 +112,17 @@ class RestartablePlatform:
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", headers=self.headers,
                             timeout=10)
+
+
+@pytest.fixture(scope="module", name="platform")
+def module_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """A module's own `nubis up` on embedded defaults (conftests import this fixture)."""
+    with nubis_up(tmp_path_factory.mktemp("platform") / "home") as running:
+        yield running
+
+
+@pytest.fixture(scope="module", name="client")
+def module_client(platform: PlatformProcess) -> Iterator[nubis.Client]:
+    """An admin SDK client of the module's `nubis up`."""
+    with nubis.Client(platform.url, platform.admin_token) as c:
+        yield c

@@ -10,27 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import nubis
-
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 
 from playwright import sync_api
 
 from console_browser import CHROMIUM, DESKTOP, ConsoleSession, watch
 
-from platform_process import PlatformProcess, nubis_up
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    with nubis_up(tmp_path_factory.mktemp("console") / "home") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(platform: PlatformProcess) -> Iterator[nubis.Client]:
-    with nubis.Client(platform.url, platform.admin_token) as c:
-        yield c
+from platform_process import PlatformProcess, module_client, module_platform  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
