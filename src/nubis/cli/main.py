@@ -8,6 +8,7 @@ import typer
 
 from nubis._version import __version__
 from nubis.cli import (
+    backup,
     deployments,
     jobs,
     llm,
@@ -42,6 +43,7 @@ app.add_typer(secrets.app, name="secret")
 app.add_typer(storage.app, name="storage")
 app.add_typer(nodes.app, name="node")
 app.command("audit")(tokens.audit)
+app.add_typer(backup.app, name="backup")
 app.command("usage")(usage.usage)
 
 

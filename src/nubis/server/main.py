@@ -45,7 +45,8 @@ def run(settings: ServerSettings, *, log_level: str = "info") -> int:
                             access_log=False, log_level=log_level, timeout_graceful_shutdown=30,
                             http=LimitedHttpToolsProtocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     server = uvicorn.Server(config)
-    info = {"url": settings.url, "gateway_url": settings.gateway_url, "pid": os.getpid()}
+    info = {"url": settings.url, "gateway_url": settings.gateway_url, "pid": os.getpid(),
+            "db_url": settings.db_url, "storage_url": settings.storage_url}  # what `nubis backup` reads
     write_private(settings.server_file, json.dumps(info).encode())
     for line in [*describe(settings), ctx.isolation]:
         log.info("%s", line)

@@ -27,7 +27,7 @@ from typing import IO, BinaryIO
 
 from pydantic import ValidationError as PydanticValidationError
 
-from nubis.errors import BackupDamagedError, BackupFailedError
+from nubis.errors import BackupDamagedError, BackupFailedError, NotFoundError
 from nubis.server.backup.manifest import CHECKSUM_NAME, MANIFEST_NAME, FileEntry, Manifest
 
 BLOCK = tarfile.BLOCKSIZE
@@ -170,7 +170,7 @@ def read_manifest(path: Path) -> Manifest:
             assert fh is not None
             return Manifest.model_validate_json(fh.read())
     except FileNotFoundError:
-        raise BackupDamagedError(f"no backup at {path}") from None
+        raise NotFoundError(f"no backup at {path}") from None
     except (tarfile.TarError, EOFError) as exc:
         raise damaged(path, f"not a readable tar file ({exc})") from None
     except (PydanticValidationError, UnicodeDecodeError) as exc:
