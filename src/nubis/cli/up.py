@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from nubis.cli import render
+from nubis.cli.tokens import parse_duration
 from nubis.client.client import Client
 from nubis.client.config import Credentials, save_login
+from nubis.errors import BadRequestError
 from nubis.home import nubis_home
 from nubis.server.main import run
 from nubis.server.settings import DEFAULT_GATEWAY_PORT, DEFAULT_PORT, ServerSettings
@@ -45,12 +47,22 @@ def up(
     shared_storage: Annotated[bool, typer.Option(
         "--shared-storage", help="with --backend ray: the --storage folder is mounted at the same path on "
                                  "every node (else use S3)")] = False,
+    backup_every: Annotated[str | None, typer.Option(
+        help="write a backup archive this often, e.g. 6h or 1d (see nubis backup)")] = None,
+    backup_keep: Annotated[int, typer.Option(min=1, help="with --backup-every: archives to keep")] = 14,
+    backup_dir: Annotated[Path | None, typer.Option(
+        help="with --backup-every: where archives go (default: the home's backups/)")] = None,
 ) -> None:
     """Start the nubis platform on this machine (Ctrl-C stops it)."""
+    backup_every_s = parse_duration(backup_every) if backup_every is not None else None
+    if backup_every_s == 0:
+        raise BadRequestError("--backup-every must be a period of at least 1s, e.g. 6h")
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
                               storage_url=storage, gateway_port=gateway_port, start_gateway=True,
                               trust_members=trust_members, backend=backend.value, ray_address=ray_address,
-                              shared_storage=shared_storage, advertise_url=advertise_url)
+                              shared_storage=shared_storage, advertise_url=advertise_url,
+                              backup_every_s=backup_every_s,
+                              backup_keep=backup_keep, backup_dir=backup_dir)
     raise typer.Exit(run(settings))
 
 

@@ -29,6 +29,7 @@ from nubis.errors import (
 from nubis.home import write_private
 from nubis.models.limits import MAX_JSON_BODY
 from nubis.openapi_docs import install_docs
+from nubis.server.backup.schedule import BackupSchedule
 from nubis.server.body_limit import BodySizeLimit
 from nubis.server.console import mount as mount_console
 from nubis.server.context import ServerContext
@@ -48,6 +49,7 @@ from nubis.server.routers import (
     models,
     nodes,
     photons,
+    prometheus,
     secrets,
     storage,
     usage,
@@ -151,6 +153,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         task = asyncio.create_task(reconciler.run(), name="deployments")
         job_task = asyncio.create_task(job_reconciler.run(), name="jobs")
         node_task = asyncio.create_task(NodeWatcher(ctx).run(), name="nodes")
+        backup_task = (asyncio.create_task(BackupSchedule(ctx.settings).run(), name="backups")
+                       if ctx.settings.backup_every_s else None)
         gateway = None
         if ctx.settings.start_gateway:
             token = ctx.settings.admin_token_file.read_text().strip()
@@ -160,7 +164,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         finally:
             if gateway is not None:
                 await asyncio.to_thread(stop_gateway, gateway, ctx.settings)
-            for running in (task, job_task, node_task):
+            for running in filter(None, (task, job_task, node_task, backup_task)):
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
@@ -174,7 +178,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
                deployments.router, jobs.router, models.router, llm.router, nodes.router, metrics.router,
-               usage.router)
+               prometheus.router, usage.router)
     for router in routers:
         app.include_router(router)
     app.include_router(console.router)

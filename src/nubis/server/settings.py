@@ -49,6 +49,12 @@ class ServerSettings(BaseModel):
     default: ``url``, with ``0.0.0.0`` read as this machine."""
     shared_storage: bool = False
     """A storage folder mounted at the same path on every node (else S3 is needed on a cluster)."""
+    backup_every_s: float | None = None
+    """Write a backup archive this often (``nubis up --backup-every 6h``); None: no scheduled backups."""
+    backup_keep: int = 14
+    """How many scheduled archives to keep (the newest)."""
+    backup_dir: Path | None = None
+    """Where scheduled archives go (default ``<home>/backups``)."""
 
     @property
     def database(self) -> str:
@@ -69,6 +75,10 @@ class ServerSettings(BaseModel):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def backups_folder(self) -> Path:
+        return self.backup_dir or self.home / "backups"
 
     @property
     def master_key_file(self) -> Path:
