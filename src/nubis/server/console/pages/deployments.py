@@ -9,7 +9,7 @@ from typing import Annotated
 
 import pydantic
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.errors import NotFoundError, NubisError, ValidationError
@@ -23,7 +23,7 @@ from nubis.server.console.responses import ConsoleRoute
 from nubis.server.console.templating import render, render_text
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller, Context, Session
-from nubis.server.services import deployments, photons
+from nubis.server.services import deployments, metric_history, photons
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 Status = Annotated[str, Query(max_length=32)]
@@ -95,8 +95,10 @@ async def handlers_of(session: AsyncSession, caller: Caller, dep: Deployment) ->
 
 
 @router.get("/live/deployments/{name}")
-async def deployment_live(request: Request, name: str, page: Page, ctx: Context) -> StreamingResponse:
+async def deployment_live(request: Request, name: str, page: Page, session: Session,
+                          ctx: Context) -> StreamingResponse:
     """Status, replicas and events again whenever they change."""
+    await deployments.get_row_or_raise(session, page.caller, name)
 
     async def build(caller: Caller) -> str:
         return (await detail_parts(ctx, caller, name))[1]
@@ -122,6 +124,16 @@ async def deployment_logs_live(request: Request, name: str, page: Page, session:
             yield live.sse("line", render_text("partials/log_line.html", line=line))
 
     return live.stream(lines())
+
+
+@router.get("/deployments/{name}/metrics.json")
+async def deployment_metrics(name: str, page: Page, session: Session, ctx: Context,
+                             since: Annotated[str, Query(max_length=16)] = "1h") -> JSONResponse:
+    """The charts' data: the same history as ``GET /api/v1/deployments/{name}/metrics``."""
+    await deployments.get_row_or_raise(session, page.caller, name)
+    history = metric_history.query(ctx.history, page.caller.workspace, name, since=since, step=None,
+                                   now=time.time())
+    return JSONResponse(history.model_dump(mode="json"))
 
 
 @router.post("/deployments/{name}/call")
