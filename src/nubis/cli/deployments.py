@@ -146,6 +146,31 @@ def events(
     ])
 
 
+@app.command("metrics")
+def metrics(
+    name: Name,
+    since: Annotated[str, typer.Option(help="how far back: 15m, 1h, 24h at most")] = "1h",
+    step: Annotated[str | None, typer.Option(help="point width, 10s or more (default: ~120 points)")] = None,
+    output: Output = "table",
+) -> None:
+    """Traffic through the gateway: requests/s, 5xx/s and rate, p50/p95 latency per step."""
+    render.check_output(output)
+    with Client() as client:
+        history = client.deployments.metrics(name, since=since, step=step)
+    if output == "json":
+        render.as_json(history.model_dump(mode="json"))
+        return
+    render.table(f"traffic of {name} (steps of {history.step_s:g} s)",
+                 ["at", "req/s", "5xx/s", "5xx %", "p50 ms", "p95 ms"],
+                 [[f"{p.at:%H:%M:%S}", f"{p.requests_per_s:.2f}", f"{p.errors_per_s:.2f}",
+                   _maybe(p.error_rate, 100), _maybe(p.p50_ms), _maybe(p.p95_ms)]
+                  for p in history.points if p.requests_per_s])
+
+
+def _maybe(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{scale * value:.1f}"
+
+
 @app.command("logs")
 def logs(
     name: Name,

@@ -9,6 +9,7 @@ import typer
 from nubis._version import __version__
 from nubis.cli import (
     backup,
+    console,
     deployments,
     jobs,
     llm,
@@ -45,6 +46,7 @@ app.add_typer(nodes.app, name="node")
 app.command("audit")(tokens.audit)
 app.add_typer(backup.app, name="backup")
 app.command("usage")(usage.usage)
+app.command("console")(console.console)
 
 
 @app.command()

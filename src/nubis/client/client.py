@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nubis.client.base import Transport
 from nubis.client.config import resolve
+from nubis.client.console import ConsoleAPI
 from nubis.client.deployments import DeploymentsAPI
 from nubis.client.jobs import JobsAPI
 from nubis.client.llm import LLMAPI
@@ -43,6 +44,7 @@ class Client:
         self.llm = LLMAPI(self._transport)
         self.nodes = NodesAPI(self._transport)
         self.usage = UsageAPI(self._transport)
+        self.console = ConsoleAPI(self._transport)
 
     @property
     def url(self) -> str:

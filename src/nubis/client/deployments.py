@@ -12,6 +12,7 @@ from nubis.client.base import ResourceAPI
 from nubis.client.photon import PhotonClient
 from nubis.errors import NubisError
 from nubis.models.deployments import Deployment, DeploymentEvent, DeploymentStatus
+from nubis.models.metric_history import MetricHistory
 from nubis.models.resources import Resources
 
 FAILED = (DeploymentStatus.failed, DeploymentStatus.stopped)
@@ -114,6 +115,13 @@ class DeploymentsAPI(ResourceAPI):
         with self._t.stream("GET", f"/deployments/{name}/logs/follow", params=params,
                             timeout=httpx.Timeout(10.0, read=None)) as response:
             yield from response.iter_lines()
+
+    def metrics(self, name: str, *, since: str = "1h", step: str | None = None) -> MetricHistory:
+        """Requests/s, 5xx/s and rate, p50/p95 latency (ms) as the gateway saw them, over ``since``
+        (``15m``, ``1h``, up to ``24h``) in steps of ``step`` (default: about 120 points)."""
+        params = {"since": since, **({"step": step} if step else {})}
+        found = self._t.json("GET", f"/deployments/{name}/metrics", params=params)
+        return MetricHistory.model_validate(found)
 
     def logs(self, name: str, tail: int = 100) -> list[str]:
         """The last ``tail`` lines of every live replica, each prefixed by its replica id."""
