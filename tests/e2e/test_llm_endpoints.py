@@ -8,6 +8,7 @@ One platform and one LLM deployment for the module; the tests run in file order.
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -107,13 +108,15 @@ def test_hub_ids_and_reserved_names_are_refused(platform: PlatformProcess, clien
     assert caught.value.http_status == 422 and "reserved" in caught.value.message
 
 
-def test_waiting_requests_scale_an_llm_up_and_back(platform: PlatformProcess, client: nubis.Client,
-                                                   deployed: dict[str, object]) -> None:
-    """One request at a time per replica (max_batch_size 1), a waiting target of 1: four concurrent
-    requests leave three waiting → a second replica; once they are done it scales back."""
-    body = {"name": "busy", "model": "storage:llm/tiny", "options": {"max_batch_size": 1},
+def test_eight_streams_scale_an_llm_up_and_back(platform: PlatformProcess, client: nubis.Client,
+                                                deployed: dict[str, object]) -> None:
+    """The issue's check: 8 concurrent streams against --max 3 with a waiting target of 2. A replica
+    batches 4 (max_batch_size 4), so about 4 streams wait (more for a moment while a round's requests
+    are parsed or a slot is freed): a second replica starts (a third too, at such a moment); it
+    scales back to one once the streams are done and the scale-down delay has passed."""
+    body = {"name": "busy", "model": "storage:llm/tiny", "options": {"max_batch_size": 4},
             "resources": {"cpu": 0.5, "memory": "1Gi"},
-            "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_waiting": 1,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 3, "target_waiting": 2,
                             "scale_up_delay_s": 0, "scale_down_delay_s": 3}}
     created = httpx.post(f"{platform.url}/api/v1/llm", json=body, timeout=300,
                          headers={"authorization": f"Bearer {platform.admin_token}"})
@@ -121,22 +124,22 @@ def test_waiting_requests_scale_an_llm_up_and_back(platform: PlatformProcess, cl
     client.deployments.wait_ready("busy", timeout=300)
     c = openai_client(base_urls(platform)[1], platform.admin_token)
 
-    def ask(seed: int) -> None:  # sampled: a random model rarely ends early on its own
-        c.completions.create(model="busy", prompt="The capital of France is", max_tokens=40,
-                             temperature=1.0, seed=seed)
+    def stream(seed: int) -> int:  # sampled: a random model rarely ends early on its own
+        chunks = c.chat.completions.create(model="busy", messages=HI, max_tokens=40, temperature=1.0,
+                                           seed=seed, stream=True)
+        return sum(1 for chunk in chunks if chunk.choices and chunk.choices[0].delta.content)
 
     def scaled_up() -> list[str]:
         events = [e.message for e in client.deployments.events("busy") if e.kind == "scale"]
-        return [m for m in events if m.startswith("1 → 2 replicas: scaling up") and "waiting" in m]
+        return [m for m in events if re.match(r"1 → [23] replicas: scaling up", m) and "waiting" in m]
 
-    # The control plane samples the replicas' queues about once a second: on a fast machine four
-    # requests can all end between two samples, so they are sent again until one sample sees them.
+    # The control plane samples the replicas' queues about once a second: on a fast machine eight
+    # streams can all end between two samples, so they are sent again until one sample sees them.
     deadline = time.monotonic() + 180
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(8) as pool:
         while not scaled_up():
-            assert time.monotonic() < deadline, "four concurrent requests never scaled it up"
-            for _ in pool.map(ask, range(4)):
-                pass
+            assert time.monotonic() < deadline, "eight concurrent streams never scaled it up"
+            assert all(n > 0 for n in pool.map(stream, range(8)))
     deadline = time.monotonic() + 60
     while client.deployments.get("busy").target_replicas != 1:
         assert time.monotonic() < deadline, "did not scale back"
