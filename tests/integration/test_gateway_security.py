@@ -28,7 +28,7 @@ from nubis.models.resources import Resources
 from nubis.photon.build import build_bundle
 
 from platform_process import nubis_up
-from servers import EXAMPLES, PhotonProcess, photon_process
+from servers import EXAMPLES, PhotonProcess, free_port, photon_process
 
 KEY_HEADER = "X-Nubis-Replica-Key"
 CALLER = "nbs_caller-token"
@@ -296,3 +296,36 @@ def test_nubis_up_keeps_the_gateways_token_and_replica_keys_to_themselves(tmp_pa
         via = httpx.post(f"{platform.gateway_url}/default/echo/echo", json={"text": "x"}, headers=admin)
         assert (via.status_code, via.json()) == (200, {"text": "x"})
         client.deployments.delete("echo")
+
+
+async def test_a_replica_s_metrics_through_the_gateway(gateway: Gateway,
+                                                       local_replica: ReplicaHandle) -> None:
+    """/-/replicas/<id>/metrics: the replica's own /metrics read with its key, for the gateway's
+    token or a token that may call its deployment; what Prometheus scrapes (docs/observability.md)."""
+    url, key = local_replica.endpoint, local_replica.ref["replica_key"]
+    assert url is not None and key
+    gateway.set_routes(route("echo", url, key=key, access="private", token_hashes=[CALLER_HASH]))
+    caller, own = {"Authorization": f"Bearer {CALLER}"}, {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+    metrics = f"{gateway.url}/-/replicas/r0/metrics"
+    assert httpx.post(f"{gateway.url}/ws/echo/echo", json={"text": "x"}, headers=caller).status_code == 200
+    for headers in (own, caller):
+        scraped = httpx.get(metrics, headers=headers)
+        assert scraped.status_code == 200, scraped.text
+        assert scraped.headers["content-type"].startswith("text/plain")
+        assert 'nubis_photon_requests_total{handler="echo",status="200"} 1.0' in scraped.text
+    refused = {"code": "unauthorized",
+               "message": "a replica's metrics need 'Authorization: Bearer <token>': the gateway's token, "
+                          "or a token of the replica's workspace (a replica that is not routed looks the "
+                          "same)"}
+    for headers, replica in (({}, "r0"), ({"Authorization": "Bearer nbs_other"}, "r0"), (caller, "r9")):
+        resp = httpx.get(f"{gateway.url}/-/replicas/{replica}/metrics", headers=headers)
+        assert resp.status_code == 401
+        assert resp.json()["error"] == {**refused, "details": {"replica": replica}}
+    gone = httpx.get(f"{gateway.url}/-/replicas/r9/metrics", headers=own)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+    gateway.set_routes(route("echo", url, key=key))  # public: calls need no token, metrics still do
+    assert httpx.get(metrics).status_code == 401
+    gateway.set_routes(route("echo", f"http://127.0.0.1:{free_port()}", key=key))  # nobody listens
+    down = httpx.get(metrics, headers=own)
+    assert down.status_code == 502 and down.json()["error"]["code"] == "upstream_error"

@@ -22,6 +22,7 @@ from yarl import URL
 
 from nubis.errors import BadRequestError, HandlerTimeoutError, NotFoundError, NubisError, PayloadTooLargeError
 from nubis.errors import UnauthorizedError as _Unauthorized
+from nubis.gateway import replica_metrics
 from nubis.gateway.headers import header, request_headers, response_headers
 from nubis.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from nubis.gateway.openai_routes import (
@@ -154,7 +155,7 @@ class GatewayApp:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         parsed = split_path(scope.get("raw_path") or scope["path"].encode())
-        if parsed is None:
+        if parsed is None or scope["path"].startswith(replica_metrics.PREFIX):
             await self._own_paths(scope, send)
             return
         workspace, name, rest = parsed
@@ -271,10 +272,38 @@ class GatewayApp:
             await _send_body(send, 200, [(b"content-type", CONTENT_TYPE.encode())],
                              self.metrics.render())
             return
+        replica_id = replica_metrics.replica_id_of(path)
+        if replica_id is not None:
+            await self._replica_metrics(replica_id, header(scope["headers"], b"authorization"), send)
+            return
         err = NotFoundError(f"no deployment at {path}: use /<workspace>/<deployment>/<path>",
                             details={"path": path})
         self.metrics.unrouted.labels("404").inc()
         await _send_error(send, err)
+
+    async def _replica_metrics(self, replica_id: str, authorization: bytes | None, send: Send) -> None:
+        """One replica's /metrics, read with its key (see ``replica_metrics``)."""
+        found = replica_metrics.find(self.router, replica_id)
+        gateway_token = self._may_read_metrics(authorization)
+        if not gateway_token and not replica_metrics.token_may_read(found, authorization, now=time.time()):
+            await _send_error(send, _Unauthorized(
+                "a replica's metrics need 'Authorization: Bearer <token>': the gateway's token, or a "
+                "token of the replica's workspace (a replica that is not routed looks the same)",
+                details={"replica": replica_id}))
+            return
+        if found is None:
+            await _send_error(send, NotFoundError(
+                f"no replica {replica_id} in the gateway's routing table: it stopped, or is not ready yet",
+                details={"replica": replica_id}))
+            return
+        assert self.session is not None
+        try:
+            status, content_type, body = await replica_metrics.scrape(self.session, found[1])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            message = f"replica {replica_id} did not answer its /metrics: {exc!r}"
+            await _send_error(send, UpstreamError(message, details={"replica": replica_id}))
+            return
+        await _send_body(send, status, [(b"content-type", content_type)], body)
 
     def _set_gauges(self) -> None:
         for dep in self.router.live():
