@@ -53,6 +53,7 @@ async def test_a_storage_folder_travels_in_the_bundle(sqlite_platform: Platform,
         table = await gateway.routing_table(session)
     assert [(d.name, d.llm_model) for d in table.deployments] == [("tiny", "tiny-lm")]
     assert table.deployments[0].timeout_s == gateway.LLM_TIMEOUT_S  # a queued request's first token
+    assert table.deployments[0].hold_s == gateway.LLM_HOLD_S  # from zero: a model loads for a while
     again = await platform.http.post(
         "/api/v1/llm", json=body("tiny2", "storage:llm/tiny", model_name="tiny-lm"), headers=platform.admin)
     assert again.status_code == 409

@@ -24,6 +24,10 @@ WINDOW_S = 600.0
 
 LLM_TIMEOUT_S = 600.0
 """How long the gateway waits for an LLM replica's next bytes (a queued request's first token)."""
+LLM_HOLD_S = 300.0
+"""How long a request to an LLM deployment with no ready replica (from zero) waits for one: loading
+a model takes longer than a photon's start (SmolLM2 on the transformers engine: 25 s on a quiet
+2-core machine, a minute under load), and the 30 s of other deployments would answer 503 first."""
 
 
 @dataclass
@@ -116,7 +120,7 @@ async def routing_table(session: AsyncSession) -> RoutingTable:
                 max_replicas=spec.autoscaling.max_replicas,
                 llm_model=spec.llm.model if spec.llm is not None else None,
                 # a request queued behind others at an LLM replica sends nothing until its turn
-                **({"timeout_s": LLM_TIMEOUT_S} if spec.llm is not None else {}),
+                **({"timeout_s": LLM_TIMEOUT_S, "hold_s": LLM_HOLD_S} if spec.llm is not None else {}),
             )
         )
     digest = hashlib.sha256("".join(r.model_dump_json() for r in routes).encode()).digest()
