@@ -10,6 +10,7 @@ NUBIS_PROMTOOL); without it the test fails under CI and is skipped elsewhere.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,3 +123,19 @@ def test_every_metrics_endpoint_passes_promtool(tmp_path: Path, metric: Metric) 
     assert metric(gateway.text,
                   'nubis_gateway_requests_total{workspace="default",deployment="echo",status="200"}') == 1
     assert metric(served.text, 'nubis_photon_requests_total{handler="echo",status="200"}') == 1
+
+
+def test_the_documented_scrape_configs_pass_promtool(tmp_path: Path) -> None:
+    """Every ``scrape_configs`` block of docs/observability.md is a valid Prometheus config."""
+    tool = promtool()
+    token = tmp_path / "nubis.token"
+    token.write_text("nbs_x\n")
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "observability.md").read_text(), re.S)
+    configs = [b for b in blocks if b.startswith("scrape_configs:")]
+    assert len(configs) == 2 and any("http_sd_configs" in c for c in configs)
+    for i, block in enumerate(configs):
+        config = tmp_path / f"prometheus-{i}.yml"
+        config.write_text(re.sub(r"credentials_file: \S+", f"credentials_file: {token}", block))
+        checked = subprocess.run([tool, "check", "config", str(config)], capture_output=True, text=True,
+                                 timeout=60)
+        assert checked.returncode == 0, block + checked.stdout + checked.stderr
