@@ -42,7 +42,7 @@ class ConsoleSession:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for suffix, size in (("desktop", DESKTOP), ("phone", PHONE)):
             self.page.set_viewport_size(size)
-            self.page.wait_for_load_state("networkidle")
+            self.page.evaluate("window.scrollTo(0, 0)")
             self.page.screenshot(path=str(SCREENSHOTS / f"{name}-{suffix}.png"), type="png")
         self.page.set_viewport_size(DESKTOP)
 
