@@ -209,7 +209,7 @@ async def _load_database(manifest: Manifest, staging: _Staging, target: RestoreT
     db = Database(url)
     try:
         await db.migrate()
-        return await settle(db)
+        return await settle(db, backed_up_at=manifest.created_at)
     finally:
         await db.dispose()
 

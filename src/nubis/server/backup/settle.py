@@ -4,20 +4,22 @@ Before the restored platform first starts, its workloads are set as a platform t
 leave them: replicas that had a process are failed (no handle, due to start at once), so the
 deployment reconciler starts new ones; running jobs go back to the queue and resume from their
 checkpoints (as after a clean ``nubis up`` stop); jobs that were stopping reach the end they
-were stopping for. No handle of the old platform's processes survives to be adopted.
+were stopping for. No handle of the old platform's processes survives to be adopted. Their usage
+intervals end at the backup's time: the last moment they are known to have run.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nubis.models.deployments import ReplicaStatus
 from nubis.models.jobs import JobStatus, WorkerStatus
 from nubis.server.db import Database
-from nubis.server.orm import JobRow, ReplicaRow
+from nubis.server.orm import JobRow, ReplicaRow, UsageIntervalRow
 from nubis.server.services import jobs
 from nubis.server.services.jobs import switch_job_status
 from nubis.server.services.replicas import switch_replica_status
@@ -34,9 +36,11 @@ class Settled:
     jobs_requeued: int
 
 
-async def settle(db: Database, *, now: float | None = None) -> Settled:
+async def settle(db: Database, *, backed_up_at: datetime, now: float | None = None) -> Settled:
     now = time.time() if now is None else now
     async with db.sessions() as session:
+        await session.execute(update(UsageIntervalRow).where(UsageIntervalRow.stopped_at.is_(None))
+                              .values(stopped_at=backed_up_at).execution_options(synchronize_session=False))
         replicas = (await session.scalars(
             select(ReplicaRow).where(ReplicaRow.status.in_([*WITH_PROCESS, R.stopping])))).all()
         restarted = 0
