@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 from sqlalchemy import text
 
@@ -17,6 +19,7 @@ from nubis.server.services.secrets import decrypt_for_workload
 from nubis.server.settings import ServerSettings
 
 from platform_fixtures import Platform, postgres_database, running_platform
+from servers import S3_CREDENTIALS, moto_server
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -124,3 +127,39 @@ async def test_refusals_leave_the_target_empty(platform: Platform, tmp_path: Pat
         with pytest.raises(RestoreTargetNotEmptyError, match="already has"):
             await asyncio.to_thread(restore, RestoreTarget(second, database=restore_db), key_file)
         assert not second.exists()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+async def test_s3_storage_is_backed_up_and_restored_to_s3(moto_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {**S3_CREDENTIALS, "NUBIS_S3_ENDPOINT_URL": moto_url}.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"nubis-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=moto_url)
+    s3.create_bucket(Bucket=bucket)
+    settings = ServerSettings(home=tmp_path / "home", storage_url=f"s3://{bucket}/team-a")
+    archive = tmp_path / "s3.nubis"
+    async with running_platform(settings) as platform:
+        await fill(platform)
+        manifest = await asyncio.to_thread(create_backup, settings, archive)
+    assert manifest.storage_files == 3 and manifest.storage_url == f"s3://{bucket}/team-a"
+
+    def objects(prefix: str) -> dict[str, bytes]:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        return {o["Key"].removeprefix(prefix): s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                for o in listed}
+
+    target = RestoreTarget(tmp_path / "restored", storage=f"s3://{bucket}/team-b")
+    await asyncio.to_thread(restore_backup, archive, target, master_key_file=settings.master_key_file,
+                            passphrase=lambda: PASSPHRASE)
+    assert objects("team-b/") == objects("team-a/") and len(objects("team-b/")) == 3
+    assert not (tmp_path / "restored" / "storage").exists()
+    with pytest.raises(RestoreTargetNotEmptyError, match="is not empty"):
+        again = RestoreTarget(tmp_path / "again", storage=target.storage)
+        await asyncio.to_thread(restore_backup, archive, again, master_key_file=settings.master_key_file,
+                                passphrase=lambda: PASSPHRASE)
