@@ -28,6 +28,7 @@ NAV = (
     NavItem("Secrets", "/secrets"),
     NavItem("Tokens", "/tokens"),
     NavItem("Nodes", "/nodes"),
+    NavItem("Alerts", "/alerts"),
     NavItem("Workspaces", "/workspaces", needs=Permission.manage, superuser=True),
     NavItem("Audit", "/audit", needs=Permission.manage),
 )
