@@ -97,23 +97,25 @@ class Usage(BaseModel):
 def parse_since(value: str, *, now: datetime) -> datetime:
     """``30d``, ``12h``, ``2w``, ``90m``, ``45s`` back from ``now``, or an ISO-8601 time (UTC when it
     names no zone)."""
+    details = [{"field": "since", "value": value}]
     text = value.strip()
     matched = _DURATION.match(text.lower())
-    if matched:
-        back = timedelta(seconds=float(matched.group(1)) * _UNIT_S[matched.group(2)])
-        if back > MAX_SINCE:
-            raise ValidationError(f"since {value!r} is too far back: at most {MAX_SINCE.days} days",
-                                  details=[{"field": "since", "value": value}])
-        return now - back
     try:
-        at = datetime.fromisoformat(text)
+        if matched:
+            at = now - timedelta(seconds=float(matched.group(1)) * _UNIT_S[matched.group(2)])
+        else:
+            parsed = datetime.fromisoformat(text)
+            at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:
         raise ValidationError(
             f"since {value!r} is neither a duration (a number and s, m, h, d or w: '1h', '30d', '2w') "
-            "nor an ISO-8601 time ('2026-11-01' or '2026-11-01T08:00:00Z')",
-            details=[{"field": "since", "value": value}]) from None
-    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+            "nor an ISO-8601 time ('2026-11-01' or '2026-11-01T08:00:00Z')", details=details) from None
+    except OverflowError:
+        raise ValidationError(f"since {value!r} is out of range: at most {MAX_SINCE.days} days back",
+                              details=details) from None
     if at > now:
-        raise ValidationError(f"since {value!r} is in the future",
-                              details=[{"field": "since", "value": value}])
-    return at.astimezone(UTC)
+        raise ValidationError(f"since {value!r} is in the future", details=details)
+    if now - at > MAX_SINCE:
+        raise ValidationError(f"since {value!r} is too far back: at most {MAX_SINCE.days} days",
+                              details=details)
+    return at
