@@ -120,6 +120,8 @@ def main() -> None:
             deploy_and_predict(client, quantized, f"http://127.0.0.1:{gateway_port}", token)
         if args.keep:
             print(f"\nthe platform keeps running (NUBIS_HOME={home}); Ctrl-C stops it")
+            print(f"console: http://127.0.0.1:{port}/ — log in with the token in {home}/admin.token, or "
+                  f"open it logged in with: NUBIS_HOME={home} nubis console")
             proc.wait()
     except KeyboardInterrupt:
         pass
