@@ -256,6 +256,9 @@ CASES = [
     # every workspace sees every node's capacity (only its own workloads on them)
     Case("GET", "/api/v1/nodes", Permission.read, 200),
     Case("GET", "/api/v1/nodes/{ref}", Permission.read, 200, setup=lambda p: _fixed({"ref": "local"})),
+    # each caller reads its own workspace's usage; admins discover their own workspace's targets
+    Case("GET", "/api/v1/usage", Permission.read, 200, params={"since": "1h", "by": "deployment"}),
+    Case("GET", "/api/v1/prometheus/targets", Permission.manage, 200),
     Case("GET", "/api/v1/gateway/routes", None, 200),
     Case("POST", "/api/v1/gateway/load", None, 204,
          json={"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1, "deployments": []}),
