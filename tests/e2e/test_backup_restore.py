@@ -21,7 +21,8 @@ import nubis
 from nubis.server.backup.archive import read_manifest
 from nubis.server.backup.sqlite import describe
 
-from platform_process import PlatformProcess, nubis_up
+from platform_fixtures import postgres_database
+from platform_process import nubis_up
 
 pytestmark = pytest.mark.e2e
 
@@ -226,20 +227,20 @@ def test_a_restored_platform_comes_back_whole(backed_up: dict[str, Any]) -> None
         wait_log(client, backed_up["trainer"], "resumed from step 7")
         assert client.jobs.get(backed_up["trainer"]).status == "running"
         client.jobs.cancel(backed_up["trainer"])
-        check_secrets(client, again)
+        values = secret_values(client)
+    assert values["BIAS"] == "0.125" and len(values) > 3
+    assert all(values[n] == f"value {n.removeprefix('W_')}" for n in values if n.startswith("W_"))
 
 
-def check_secrets(client: nubis.Client, platform: PlatformProcess) -> None:
-    """Every restored secret decrypts: a job gets them all in its environment."""
+def secret_values(client: nubis.Client) -> dict[str, str]:
+    """Every restored secret decrypts: a job gets them all in its environment and prints them."""
     names = [s.name for s in client.secrets.list()]
-    assert "BIAS" in names and len(names) > 3
+    assert names
     job = client.jobs.submit(["python", "-c", SHOW_SECRETS % names], secrets=names, name="show")
     done = client.jobs.wait(job.id, timeout=120)
     assert done.status == "succeeded", done.reason
     line = next(x for x in client.jobs.logs(job.id) if x.startswith("SECRETS="))
-    values = json.loads(line.removeprefix("SECRETS="))
-    assert values["BIAS"] == "0.125"
-    assert all(values[n] == f"value {n.removeprefix('W_')}" for n in names if n.startswith("W_"))
+    return json.loads(line.removeprefix("SECRETS="))
 
 
 def test_scheduled_backups_keep_the_newest(tmp_path: Path) -> None:
@@ -255,3 +256,30 @@ def test_scheduled_backups_keep_the_newest(tmp_path: Path) -> None:
     assert len(kept) == 2 and first < kept[0]
     for path in kept:
         ok(platform.cli("backup", "verify", str(path)))
+
+
+def test_postgresql_backup_restore_and_verify(tmp_path: Path) -> None:
+    with postgres_database() as url, postgres_database() as target:
+        home, new_home = tmp_path / "home", tmp_path / "restored"
+        archive = tmp_path / "pg.nubis"
+        key = ("--master-key-file", str(home / "master.key"))
+        with nubis_up(home, "--db", url) as platform:
+            with nubis.Client(platform.url, platform.admin_token) as client:
+                member = client.tokens.create("pg-analyst", role="member").token
+                client.secrets.set("PG_SECRET", "kept in postgres")
+                client.storage.put_bytes("data/pg.txt", b"next to postgres")
+            made = json.loads(ok(platform.cli("backup", "create", str(archive), "--output", "json")))
+            assert made["database"] == "postgresql" and made["key_included"] is False
+            assert "a readable dump" in ok(platform.cli("backup", "verify", str(archive)))
+            restore = ("backup", "restore", str(archive), "--home", str(new_home), "--database")
+            refused(platform.cli(*restore, url, *key), "restore_target_not_empty")
+            refused(platform.cli(*restore, target), "backup_key_mismatch")
+            assert not new_home.exists()
+            out = ok(platform.cli(*restore, target, *key))
+        assert f"nubis up --home {new_home} --db {target}" in out
+        with nubis_up(new_home, "--db", target) as again:
+            with nubis.Client(again.url, member) as old:
+                assert old.whoami().token_name == "pg-analyst"
+                assert old.storage.read_bytes("data/pg.txt") == b"next to postgres"
+            with nubis.Client(again.url, again.admin_token) as client:
+                assert secret_values(client) == {"PG_SECRET": "kept in postgres"}
