@@ -17,7 +17,7 @@ from nubis.cli import render, tokens
 from nubis.cli.main import app
 from nubis.models.auth import Role, Token
 
-READS = {"list", "get", "ls", "events", "audit", "whoami"}
+READS = {"list", "get", "ls", "events", "audit", "whoami", "usage"}
 DOWNLOADS = {("storage", "get")}  # writes files and says where, like `cp`: no document to print
 
 
