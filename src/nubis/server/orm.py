@@ -340,3 +340,89 @@ class UsageIntervalRow(Base):
     gpu: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class AlertRuleSettingsRow(Base):
+    """A workspace's overrides of one alert rule's settings (the rest are nubis's defaults)."""
+
+    __tablename__ = "alert_rule_settings"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertStateRow(Base):
+    """One alert (rule × object) and where it is: pending, firing or resolved. Written only by the
+    alert evaluator (``reconcilers.alerts``)."""
+
+    __tablename__ = "alert_states"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    summary: Mapped[str] = mapped_column(String(1024))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AlertSilenceRow(Base):
+    """No notification for alerts of ``rule`` (None: any) on ``object`` (None: any) until ``until``."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertWebhookRow(Base):
+    """A workspace's webhook: URL and signing secret encrypted with the master key (AES-GCM)."""
+
+    __tablename__ = "alert_webhooks"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    format: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(300))
+    """The URL's scheme and host, what is shown."""
+    url_nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    url_box: Mapped[bytes] = mapped_column(LargeBinary)
+    secret_nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    secret_box: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertDeliveryRow(Base):
+    """One attempt to deliver one notification to a workspace's webhook."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    delivery: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
