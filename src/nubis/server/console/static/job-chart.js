@@ -5,6 +5,7 @@
 (function () {
   const COLOURS = ["#2f5bea", "#cf222e", "#1a7f37", "#9a6700", "#a3218e", "#0a7ea4"];
   const SKIP = { epoch: true, epochs: true };
+  const HEIGHT = 200;
 
   function groupOf(key) {
     if (/loss/i.test(key)) return "loss";
@@ -59,34 +60,44 @@
     if (empty) empty.remove();
     const byGroup = {};
     this.keys.forEach(function (key) { (byGroup[groupOf(key)] = byGroup[groupOf(key)] || []).push(key); });
+    const fresh = [];
     for (const name in byGroup) {
-      const keys = byGroup[name];
-      const existing = this.groups[name];
-      if (existing) {
-        existing.plot.setData(this.data(keys));
+      if (this.groups[name]) {
+        this.groups[name].plot.setData(this.data(byGroup[name]));
         continue;
       }
       const box = document.createElement("div");
       box.className = "chart";
-      box.dataset.group = name;
+      box.style.minWidth = "0";  // a grid cell may shrink below its canvas; resize() fits the canvas
       this.el.appendChild(box);
-      const width = Math.max(280, box.clientWidth || this.el.clientWidth || 320);
+      fresh.push(name);
+      this.groups[name] = { box: box, plot: null };
+    }
+    // every box is in the grid before any is measured: each new chart changes the others' width
+    fresh.forEach(function (name) {
+      const keys = byGroup[name];
+      const group = this.groups[name];
       const opts = {
-        title: name, width: width, height: 200,
+        title: name, width: this.widthOf(group.box), height: HEIGHT,
         scales: { x: { time: false } },
-        axes: [{ label: "epoch" }, {}],
+        axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }, {}],
         series: [{ label: "epoch" }].concat(keys.map(function (key, i) {
           return { label: key, stroke: COLOURS[i % COLOURS.length], width: 2, points: { show: true, size: 4 } };
         })),
       };
-      this.groups[name] = { box: box, plot: new uPlot(opts, this.data(keys), box) };
-    }
+      group.plot = new uPlot(opts, this.data(keys), group.box);
+    }, this);
+    if (fresh.length) this.resize();
+  };
+
+  TrainingCharts.prototype.widthOf = function (box) {
+    return Math.max(240, Math.floor(box.getBoundingClientRect().width));
   };
 
   TrainingCharts.prototype.resize = function () {
     for (const name in this.groups) {
       const group = this.groups[name];
-      group.plot.setSize({ width: Math.max(280, group.box.clientWidth), height: 200 });
+      if (group.plot) group.plot.setSize({ width: this.widthOf(group.box), height: HEIGHT });
     }
   };
 
