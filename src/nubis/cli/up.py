@@ -52,17 +52,25 @@ def up(
     backup_keep: Annotated[int, typer.Option(min=1, help="with --backup-every: archives to keep")] = 14,
     backup_dir: Annotated[Path | None, typer.Option(
         help="with --backup-every: where archives go (default: the home's backups/)")] = None,
+    alert_interval: Annotated[str, typer.Option(
+        help="how often the alert rules are evaluated, e.g. 15s (see nubis alert)")] = "15s",
+    alert_retry: Annotated[str, typer.Option(
+        help="the first wait before a failed webhook delivery is retried (it doubles each time)")] = "2s",
 ) -> None:
     """Start the nubis platform on this machine (Ctrl-C stops it)."""
     backup_every_s = parse_duration(backup_every) if backup_every is not None else None
     if backup_every_s == 0:
         raise BadRequestError("--backup-every must be a period of at least 1s, e.g. 6h")
+    alert_interval_s, alert_retry_s = parse_duration(alert_interval), parse_duration(alert_retry)
+    if not alert_interval_s or not alert_retry_s:
+        raise BadRequestError("--alert-interval and --alert-retry must be at least 1s, e.g. 15s")
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
                               storage_url=storage, gateway_port=gateway_port, start_gateway=True,
                               trust_members=trust_members, backend=backend.value, ray_address=ray_address,
                               shared_storage=shared_storage, advertise_url=advertise_url,
                               backup_every_s=backup_every_s,
-                              backup_keep=backup_keep, backup_dir=backup_dir)
+                              backup_keep=backup_keep, backup_dir=backup_dir,
+                              alert_interval_s=alert_interval_s, alert_retry_s=alert_retry_s)
     raise typer.Exit(run(settings))
 
 

@@ -55,6 +55,10 @@ class ServerSettings(BaseModel):
     """How many scheduled archives to keep (the newest)."""
     backup_dir: Path | None = None
     """Where scheduled archives go (default ``<home>/backups``)."""
+    alert_interval_s: float = 15.0
+    """How often the alert rules are evaluated (``nubis up --alert-interval 15s``)."""
+    alert_retry_s: float = 2.0
+    """The first wait before a failed webhook delivery is retried; each next one doubles."""
 
     @property
     def database(self) -> str:
