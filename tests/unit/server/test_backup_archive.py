@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from nubis.errors import BackupDamagedError, BackupFailedError, BackupKeyError
+from nubis.errors import BackupDamagedError, BackupFailedError, BackupKeyError, BackupTooNewError
 from nubis.server.backup.archive import ArchiveWriter, manifest_reserve, read_manifest, read_members
 from nubis.server.backup.keys import KeyMaterial, unwrap, wrap
 from nubis.server.backup.manifest import Manifest, compare_tables, key_fingerprint, table_digest
+from nubis.server.backup.restore import check_manifest
 
 KEY = bytes(range(32))
 MEMBERS = {"database/nubis.db": b"SQLite format 3\0" + bytes(3000), "storage/a/é x.txt": b"hello\n" * 100,
@@ -128,3 +129,12 @@ def test_members_outside_the_archive_are_refused(tmp_path: Path) -> None:
     evil = manifest.model_copy(update={"files": [*manifest.files[:-1], renamed]})
     with pytest.raises(BackupDamagedError, match="members are not the manifest's"):
         read_members(path, evil)
+
+
+def test_a_backup_from_a_newer_nubis_is_refused(tmp_path: Path) -> None:
+    manifest = write_archive(tmp_path / "b.nubis")
+    check_manifest(manifest)  # a revision this nubis knows
+    with pytest.raises(BackupTooNewError, match=r"schema \(9999_future\) is newer than this nubis knows"):
+        check_manifest(manifest.model_copy(update={"schema_revision": "9999_future"}))
+    with pytest.raises(BackupTooNewError, match="format 2 is newer"):
+        check_manifest(manifest.model_copy(update={"format": 2}))

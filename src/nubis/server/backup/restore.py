@@ -195,17 +195,20 @@ async def _load_database(manifest: Manifest, staging: _Staging, target: RestoreT
     """Load (PostgreSQL), compare every table with the manifest, upgrade the schema, settle."""
     if manifest.database == "sqlite":
         _check_tables(manifest, sqlite.describe(staging.root / "nubis.db")[0])
-        url = database_url(None, staging.root)
-    else:
-        assert target.database is not None
-        url = database_url(target.database, target.home)
-        await postgres.check_empty(url)
-        try:
-            await postgres.restore(url, staging.work / postgres.MEMBER.removeprefix(DATABASE_PREFIX))
-            _check_tables(manifest, (await postgres.describe(url))[0])
-        except BaseException:
-            await postgres.drop_tables(url)
-            raise
+        return await _upgrade_and_settle(database_url(None, staging.root), manifest)
+    assert target.database is not None
+    url = database_url(target.database, target.home)
+    await postgres.check_empty(url)
+    try:
+        await postgres.restore(url, staging.work / postgres.MEMBER.removeprefix(DATABASE_PREFIX))
+        _check_tables(manifest, (await postgres.describe(url))[0])
+        return await _upgrade_and_settle(url, manifest)
+    except BaseException:
+        await postgres.drop_tables(url)
+        raise
+
+
+async def _upgrade_and_settle(url: str, manifest: Manifest) -> Settled:
     db = Database(url)
     try:
         await db.migrate()
