@@ -24,9 +24,10 @@ HASH = "ab" * 32
 
 
 @contextlib.asynccontextmanager
-async def context(tmp: Path, backend: Backend) -> AsyncIterator[ServerContext]:
-    """The control plane's context on ``backend``, migrated, with the default workspace."""
-    ctx = build_context(ServerSettings(home=tmp / "home"))
+async def context(tmp: Path, backend: Backend, *, db_url: str | None = None) -> AsyncIterator[ServerContext]:
+    """The control plane's context on ``backend``, migrated, with the default workspace (SQLite in
+    ``tmp`` unless ``db_url`` names another database)."""
+    ctx = build_context(ServerSettings(home=tmp / "home", **({"db_url": db_url} if db_url else {})))
     ctx.backend = backend
     await prepare(ctx)
     try:

@@ -5,12 +5,17 @@ may read whose usage, and the 4xx answers to bad input."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from nubis.server.orm import UsageIntervalRow, WorkspaceRow
+from nubis.server.reconcilers.deployments import DeploymentReconciler
+from nubis.server.reconcilers.jobs import JobReconciler
 
+import rows
+from fake_backend import FakeBackend, node
 from platform_fixtures import Platform
 
 H = 3600.0
@@ -138,3 +143,28 @@ async def test_bad_input_is_a_422_that_names_the_field(sqlite_platform: Platform
     error = r.json()["error"]
     assert error["code"] == "validation_error"
     assert field in str(error["details"])
+
+
+async def test_recording_on_each_database(db_url: str, tmp_path: Path) -> None:
+    """The reconcilers' status changes open and close intervals in the same flush (a before_flush
+    hook) on SQLite and PostgreSQL; a restart closes what no longer runs."""
+    fake = FakeBackend([node("a", cpu=8)])
+    async with rows.context(tmp_path, fake, db_url=db_url) as ctx:
+        await rows.photon(ctx)
+        await rows.deployment(ctx, "web", resources={"cpu": 2, "memory": "1Gi"},
+                              autoscaling={"min_replicas": 2, "max_replicas": 2})
+        await rows.job(ctx, "ddp", workers=2, resources={"cpu": 1, "memory": "1Gi"})
+        await DeploymentReconciler(ctx).reconcile_once()
+        await JobReconciler(ctx).reconcile_once()
+        async with ctx.db.sessions() as session:
+            opened = (await session.scalars(select(UsageIntervalRow))).all()
+        assert sorted((i.kind, i.cpu) for i in opened) == [("job", 1), ("job", 1),
+                                                           ("replica", 2), ("replica", 2)]
+        assert all(i.stopped_at is None for i in opened)
+        fake.replicas.clear()  # everything died while the control plane was down
+        await DeploymentReconciler(ctx).adopt()
+        await JobReconciler(ctx).adopt()
+        await JobReconciler(ctx).reconcile_once()  # the workers are seen gone
+        async with ctx.db.sessions() as session:
+            closed = (await session.scalars(select(UsageIntervalRow))).all()
+        assert len(closed) == 4 and all(i.stopped_at is not None for i in closed)
