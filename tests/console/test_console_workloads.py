@@ -101,6 +101,13 @@ def test_quantize_from_the_model_page_registers_the_next_version(
     expect(page.locator("#v2")).to_contain_text("torch-int8-dynamic")
     expect(page.locator('#v2 a[href="#v1"]')).to_have_text("digits-mlp:1")  # lineage: the parent
     console.screenshots("model")
+    deploy = page.locator('#v2 form[action="/models/digits-mlp/2/deploy"]')
+    deploy.locator('input[name="deployment"]').fill("digits-int8")
+    deploy.locator('select[name="min_replicas"]').select_option("0")  # scale to zero: no replica starts
+    deploy.locator("button").click()
+    page.wait_for_url(f"{platform.url}/deployments/digits-int8", timeout=LONG)
+    expect(page.locator("h1")).to_contain_text("digits-int8")
+    assert client.deployments.get("digits-int8").photon.startswith("digits-mlp-2:")
     console.go("/models")
     console.screenshots("models")
 

@@ -241,3 +241,15 @@ async def test_both_ranks_logs_follow_to_the_end(sqlite_platform: Platform) -> N
             text = await http.get(f"/jobs/{job['id']}/logs/{rank}.txt")
             assert text.text == f"hello <b> from rank {rank}\n"
         assert (await http.get(f"/jobs/{job['id']}/logs/2/follow")).status_code == 422
+
+
+async def test_an_upload_over_the_quota_is_413_and_leaves_nothing(sqlite_platform: Platform) -> None:
+    p = sqlite_platform
+    quota = {"storage_quota_bytes": 10_000}
+    r = await p.http.patch("/api/v1/workspaces/default", json=quota, headers=p.admin)
+    assert r.status_code == 200
+    async with browser(p, p.admin_token) as (http, csrf):
+        r = await http.post("/storage/upload", data={"csrf": csrf, "folder": "big"},
+                            files={"file": ("big.bin", b"x" * 50_000)})
+        assert r.status_code == 413 and "storage quota" in flash(r.text)
+    assert (await p.http.get("/api/v1/storage", headers=p.admin)).json() == []
