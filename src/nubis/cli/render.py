@@ -144,11 +144,12 @@ STATUS_COLOURS = {
     "degraded": "dark_orange", "crash_loop": "red", "failed": "red",
     "stopped": "dim", "unknown": "magenta",
     "queued": "yellow", "running": "cyan", "succeeded": "green", "cancelled": "dim",
+    "firing": "red", "resolved": "green",
 }
 
 
 def status(value: Any) -> Text:
-    """A deployment, replica, job or worker status with its colour."""
+    """A deployment, replica, job, worker or alert status with its colour."""
     shown = cell(value)
     return Text(shown, style=STATUS_COLOURS.get(shown, ""))
 
