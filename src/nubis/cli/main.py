@@ -8,6 +8,7 @@ import typer
 
 from nubis._version import __version__
 from nubis.cli import (
+    alerts,
     backup,
     console,
     deployments,
@@ -45,6 +46,7 @@ app.add_typer(storage.app, name="storage")
 app.add_typer(nodes.app, name="node")
 app.command("audit")(tokens.audit)
 app.add_typer(backup.app, name="backup")
+app.add_typer(alerts.app, name="alert")
 app.command("usage")(usage.usage)
 app.command("console")(console.console)
 
