@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nubis.client.alerts import AlertsAPI
 from nubis.client.base import Transport
 from nubis.client.config import resolve
 from nubis.client.console import ConsoleAPI
@@ -44,6 +45,7 @@ class Client:
         self.llm = LLMAPI(self._transport)
         self.nodes = NodesAPI(self._transport)
         self.usage = UsageAPI(self._transport)
+        self.alerts = AlertsAPI(self._transport)
         self.console = ConsoleAPI(self._transport)
 
     @property

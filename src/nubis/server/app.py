@@ -36,10 +36,12 @@ from nubis.server.context import ServerContext
 from nubis.server.db import Database
 from nubis.server.gateway_process import start_gateway, stop_gateway
 from nubis.server.metrics import RequestMetrics
+from nubis.server.reconcilers.alerts import AlertEvaluator
 from nubis.server.reconcilers.deployments import DeploymentReconciler
 from nubis.server.reconcilers.jobs import JobReconciler
 from nubis.server.reconcilers.nodes import NodeWatcher
 from nubis.server.routers import (
+    alerts,
     auth,
     console,
     deployments,
@@ -153,6 +155,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         task = asyncio.create_task(reconciler.run(), name="deployments")
         job_task = asyncio.create_task(job_reconciler.run(), name="jobs")
         node_task = asyncio.create_task(NodeWatcher(ctx).run(), name="nodes")
+        evaluator = AlertEvaluator(ctx)
+        alert_task = asyncio.create_task(evaluator.run(), name="alerts")
         backup_task = (asyncio.create_task(BackupSchedule(ctx.settings).run(), name="backups")
                        if ctx.settings.backup_every_s else None)
         gateway = None
@@ -164,10 +168,11 @@ def create_app(ctx: ServerContext) -> FastAPI:
         finally:
             if gateway is not None:
                 await asyncio.to_thread(stop_gateway, gateway, ctx.settings)
-            for running in filter(None, (task, job_task, node_task, backup_task)):
+            for running in filter(None, (task, job_task, node_task, alert_task, backup_task)):
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
+            await evaluator.shutdown()
             await job_reconciler.shutdown()
             await reconciler.shutdown()
             await ctx.db.dispose()
@@ -178,7 +183,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     install_docs(app)
     routers = (auth.router, workspaces.router, secrets.router, photons.router, storage.router,
                deployments.router, jobs.router, models.router, llm.router, nodes.router, metrics.router,
-               prometheus.router, usage.router)
+               prometheus.router, usage.router, alerts.router)
     for router in routers:
         app.include_router(router)
     app.include_router(console.router)

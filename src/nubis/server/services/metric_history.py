@@ -72,6 +72,22 @@ class MetricStore:
         for key in [k for k, s in self._series.items() if s.last_step < step - SLOTS]:
             del self._series[key]
 
+    def totals(self, workspace: str, name: str, *, since_s: float, now: float) -> list[int] | None:
+        """Requests, 5xx and each latency bucket summed over the 10 s steps of the last ``since_s``
+        (the current one included); None when the deployment has no traffic recorded."""
+        series = self._series.get((workspace, name))
+        last = int(now // STEP_S)
+        if series is None or series.last_step <= last - since_s / STEP_S:
+            return None
+        total = [0] * COLUMNS
+        counts, stamps = series.counts, series.stamps
+        for step in range(last - max(1, round(since_s / STEP_S)) + 1, last + 1):
+            slot = step % SLOTS
+            if stamps[slot] == step:
+                row = counts[slot * COLUMNS:(slot + 1) * COLUMNS]
+                total = [a + b for a, b in zip(total, row, strict=True)]
+        return total
+
     def history(self, workspace: str, name: str, *, since_s: float, step_s: float,
                 now: float) -> MetricHistory:
         """Points from ``now - since_s`` to now, each ``step_s`` wide (a multiple of 10 s); the last
