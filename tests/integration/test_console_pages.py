@@ -104,7 +104,7 @@ async def test_another_workspaces_objects_are_404(sqlite_platform: Platform) -> 
     await p.http.put("/api/v1/secrets/THEIRS", json={"value": "v"}, headers=p.admin)
     async with browser(p, await p.token("admin", workspace="other")) as (http, csrf):
         at = f"/jobs/{job['id']}"
-        for path in (at, f"{at}/updates", f"{at}/logs/0/follow", f"{at}/logs/0.txt", "/jobs/theirs",
+        for path in (at, f"{at}/updates", f"{at}/logs/follow", f"{at}/logs/0.txt", "/jobs/theirs",
                      "/storage/download?path=private/data.csv", "/photons/echo", "/models/digits"):
             r = await http.get(path)
             assert r.status_code == 404, (path, r.status_code)
@@ -229,18 +229,18 @@ async def test_job_queue_why_pending_filters_and_streams_that_end(sqlite_platfor
         assert again.status_code == 409 and "already ended" in flash(again.text)
 
 
-async def test_both_ranks_logs_follow_to_the_end(sqlite_platform: Platform) -> None:
+async def test_both_ranks_logs_follow_on_one_stream_to_the_end(sqlite_platform: Platform) -> None:
     p = sqlite_platform
     script = "import os; print('hello <b> from rank', os.environ['RANK'])"
     job = await finished_job(p, command=["python", "-c", script], workers=2, name="ranks")
     async with browser(p, p.admin_token) as (http, _):
+        body = (await http.get(f"/jobs/{job['id']}/logs/follow")).text
         for rank in (0, 1):
-            body = (await http.get(f"/jobs/{job['id']}/logs/{rank}/follow")).text
-            assert f"event: line\ndata: <div>hello &lt;b&gt; from rank {rank}</div>" in body
-            assert body.rstrip().endswith("event: end\ndata:")
+            assert f"event: rank-{rank}\ndata: <div>hello &lt;b&gt; from rank {rank}</div>" in body
             text = await http.get(f"/jobs/{job['id']}/logs/{rank}.txt")
             assert text.text == f"hello <b> from rank {rank}\n"
-        assert (await http.get(f"/jobs/{job['id']}/logs/2/follow")).status_code == 422
+        assert body.rstrip().endswith("event: end\ndata:")
+        assert (await http.get(f"/jobs/{job['id']}/logs/2.txt")).status_code == 422
 
 
 async def test_an_upload_over_the_quota_is_413_and_leaves_nothing(sqlite_platform: Platform) -> None:

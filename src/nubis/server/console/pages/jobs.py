@@ -10,11 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from markupsafe import escape
 
 from nubis.errors import NotFoundError, ValidationError
 from nubis.models.jobs import TERMINAL_JOB_STATUSES, Job, JobStatus
 from nubis.server.console.auth import ConsolePage, Page, Writer, live_caller
+from nubis.server.console.job_logs import follow_ranks
 from nubis.server.console.live import sse, stream
 from nubis.server.console.paging import Paged, clamp_page
 from nubis.server.console.responses import ConsoleRoute
@@ -27,6 +27,8 @@ from nubis.server.services import job_outputs, jobs
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 STATUSES = [s.value for s in JobStatus if s is not JobStatus.unknown]
 LOG_TAIL = 500
+LIVE_RANKS = 8
+"""Ranks whose logs a job's page follows live (every rank has its plain-text log)."""
 TEXT_TAIL = 5000
 POLL_S = 1.0
 MAX_PAGE = 100_000
@@ -62,7 +64,7 @@ async def job_detail(request: Request, ref: str, page: Page, session: Session, c
         "page": page, "job": job, "ended": job.status in TERMINAL_JOB_STATUSES,
         "events": await jobs.events(session, page.caller, job.id, limit=100),
         "outputs": await job_outputs.list_outputs(session, ctx, page.caller, job.id),
-        "series": chart_series(job), "ranks": list(range(job.workers)),
+        "series": chart_series(job), "live": live_ranks(job), "ranks": list(range(job.workers)),
     })
 
 
@@ -118,20 +120,17 @@ async def _updates(ctx: ServerContext, request: Request, page: ConsolePage, job_
         await asyncio.sleep(POLL_S)
 
 
-@router.get("/jobs/{ref}/logs/{rank}/follow")
-async def follow_logs(request: Request, ref: str, rank: Rank, page: Page, session: Session,
-                      ctx: Context) -> Response:
-    """One rank's output as ``line`` events (HTML-escaped), through retries, until the job ends."""
-    row = await jobs.get_row_or_raise(session, page.caller, ref)
-    jobs.check_worker(row, rank)
+@router.get("/jobs/{ref}/logs/follow")
+async def follow_logs(request: Request, ref: str, page: Page, session: Session, ctx: Context) -> Response:
+    """The first ``LIVE_RANKS`` ranks' output as ``rank-N`` events, through retries, until the job ends."""
+    job = await jobs.get(session, page.caller, ref)
     await session.close()
-    lines = jobs.follow_logs(ctx, row.id, worker=rank, tail=LOG_TAIL)
-    return stream(while_logged_in(ctx, request, _lines(lines)))
+    lines = follow_ranks(ctx, job.id, live_ranks(job), tail=LOG_TAIL)
+    return stream(while_logged_in(ctx, request, lines))
 
 
-async def _lines(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    async for line in lines:
-        yield sse("line", f"<div>{escape(line.replace(chr(13), ''))}</div>")
+def live_ranks(job: Job) -> list[int]:
+    return list(range(min(job.workers, LIVE_RANKS)))
 
 
 @router.get("/jobs/{ref}/logs/{rank}.txt")
