@@ -37,12 +37,16 @@ class ConsoleSession:
         self.page.wait_for_url(self.url + "/")
         return self.page
 
-    def screenshots(self, name: str) -> None:
-        """``docs/console/NAME-desktop.png`` (1440×900) and ``NAME-phone.png`` (390×844)."""
+    def screenshots(self, name: str, at: str | None = None) -> None:
+        """``docs/console/NAME-desktop.png`` (1440×900) and ``NAME-phone.png`` (390×844), from the top
+        of the page or with the element ``at`` (a selector) in view."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for suffix, size in (("desktop", DESKTOP), ("phone", PHONE)):
             self.page.set_viewport_size(size)
-            self.page.evaluate("window.scrollTo(0, 0)")
+            if at is None:
+                self.page.evaluate("window.scrollTo(0, 0)")
+            else:
+                self.page.locator(at).scroll_into_view_if_needed()
             self.page.screenshot(path=str(SCREENSHOTS / f"{name}-{suffix}.png"), type="png")
         self.page.set_viewport_size(DESKTOP)
 

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nubis.errors import NotFoundError, NubisError, ValidationError
 from nubis.models.deployments import Deployment, DeploymentUpdateRequest, split_photon_ref
 from nubis.models.photons import HandlerInfo
-from nubis.server.console import live
+from nubis.server.console import auth, live
 from nubis.server.console.auth import Page, Writer, live_caller
+from nubis.server.console.chat import ChatRequest, relay
 from nubis.server.console.paging import Paged, clamp_page
 from nubis.server.console.playground import call, playgrounds
 from nubis.server.console.responses import ConsoleRoute
@@ -148,6 +149,21 @@ async def playground_call(request: Request, name: str, page: Page, session: Sess
         raise NotFoundError(f"deployment {name!r} has no handler {handler!r}")
     result = await call(found[0], f"{dep.endpoint}{handler}", body, page.token)
     return render(request, "partials/call_result.html", {"page": page, "result": result})
+
+
+@router.post("/deployments/{name}/chat")
+async def chat(request: Request, name: str, page: auth.Form, session: Session,
+               ctx: Context) -> StreamingResponse:
+    """An LLM deployment's answer to the conversation, streamed as ``delta`` events (console.js's
+    chat box sends the conversation as JSON with the CSRF header)."""
+    dep = await deployments.get(session, ctx, page.caller, name)
+    if dep.llm is None:
+        raise NotFoundError(f"deployment {name!r} is not an LLM deployment: it has no chat")
+    try:
+        conversation = ChatRequest.model_validate_json(await request.body())
+    except pydantic.ValidationError as exc:
+        raise ValidationError(f"invalid conversation: {exc.errors()[0]['msg']}") from exc
+    return live.stream(relay(dep.endpoint, dep.llm.model, conversation, page.token))
 
 
 def _update_request(**fields: object) -> DeploymentUpdateRequest:
