@@ -155,6 +155,20 @@ async def _model(platform: Platform) -> dict[str, str]:
     return {"name": name, "version": version}
 
 
+async def _silence(platform: Platform) -> dict[str, str]:
+    r = await platform.http.post("/api/v1/alerts/silences", json={"rule": "crash_loop", "duration": "1h"},
+                                 headers=platform.admin)
+    assert r.status_code == 201, r.text
+    return {"silence_id": r.json()["id"]}
+
+
+async def _webhook(platform: Platform) -> dict[str, str]:
+    r = await platform.http.put("/api/v1/alerts/webhook", json={"url": "http://127.0.0.1:9/hook"},
+                                headers=platform.admin)
+    assert r.status_code == 200, r.text
+    return {}
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -259,6 +273,20 @@ CASES = [
     # each caller reads its own workspace's usage; admins discover their own workspace's targets
     Case("GET", "/api/v1/usage", Permission.read, 200, params={"since": "1h", "by": "deployment"}),
     Case("GET", "/api/v1/prometheus/targets", Permission.manage, 200),
+    # alerts: anyone reads; writers silence; only admins set the webhook, thresholds, or test it
+    Case("GET", "/api/v1/alerts", Permission.read, 200),
+    Case("GET", "/api/v1/alerts/rules", Permission.read, 200),
+    Case("PATCH", "/api/v1/alerts/rules/{rule}", Permission.manage, 200, json={"set": {"rate": "0.1"}},
+         setup=lambda p: _fixed({"rule": "error_rate"})),
+    Case("GET", "/api/v1/alerts/silences", Permission.read, 200),
+    Case("POST", "/api/v1/alerts/silences", Permission.write, 201, json={"object": "web", "duration": "1h"}),
+    Case("DELETE", "/api/v1/alerts/silences/{silence_id}", Permission.write, 204, object=True,
+         setup=_silence),
+    Case("PUT", "/api/v1/alerts/webhook", Permission.manage, 200, json={"url": "https://example.com/h"}),
+    Case("GET", "/api/v1/alerts/webhook", Permission.read, 200, object=True, setup=_webhook),
+    Case("DELETE", "/api/v1/alerts/webhook", Permission.manage, 204, object=True, setup=_webhook),
+    Case("POST", "/api/v1/alerts/test", Permission.manage, 200, object=True, setup=_webhook),
+    Case("GET", "/api/v1/alerts/deliveries", Permission.read, 200),
     Case("GET", "/api/v1/gateway/routes", None, 200),
     Case("POST", "/api/v1/gateway/load", None, 204,
          json={"gateway_id": "g", "at": "2026-01-01T00:00:00Z", "routes_version": 1, "deployments": []}),
