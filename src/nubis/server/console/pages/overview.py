@@ -1,4 +1,5 @@
-"""/ : the overview: deployments and jobs by status, nodes with their capacity, quotas, recent events."""
+"""/ : the overview: deployments and jobs by status, nodes with their capacity, quota use per
+workspace (the platform admin sees every workspace's), recent jobs and events."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from nubis.server.console.auth import Page
 from nubis.server.console.responses import ConsoleRoute
 from nubis.server.console.templating import render
 from nubis.server.deps import Context, Session
-from nubis.server.services import audit, deployments, jobs, nodes, workspaces
+from nubis.server.services import audit, deployments, jobs, nodes, usage
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 JOB_STATUSES = [s.value for s in JobStatus if s is not JobStatus.unknown]
@@ -26,12 +27,11 @@ async def overview(request: Request, page: Page, session: Session, ctx: Context)
     by_status = Counter(str(d.status) for d in deps)
     job_counts = {s: await jobs.count_jobs(session, caller, status=s) for s in JOB_STATUSES}
     recent_jobs = await jobs.list_jobs(session, caller, limit=RECENT)
-    shown_workspaces = await workspaces.list_visible(session, caller)
-    current = [w for w in shown_workspaces if w.name == caller.workspace]
+    quotas = await usage.quota_use(session, None if caller.superuser else caller.workspace_id)
     events = await audit.list_events(session, caller, limit=RECENT) if page.can_manage else []
     return render(request, "overview.html", {
         "page": page, "deployments": deps, "deployment_counts": sorted(by_status.items()),
         "job_counts": job_counts, "recent_jobs": recent_jobs,
         "nodes": await nodes.list_nodes(session, ctx, caller),
-        "workspace": current[0] if current else None, "events": events,
+        "quotas": quotas, "events": events,
     })
