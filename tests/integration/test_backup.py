@@ -57,10 +57,28 @@ async def test_restore_brings_back_every_row_file_secret_and_token(
     member = await fill(platform)
     settings = platform.ctx.settings
     archive = tmp_path / "nightly.nubis"
+    stop, done = asyncio.Event(), []
+
+    async def writer() -> None:  # secrets and files keep coming while the backup runs
+        while not stop.is_set():
+            i = len(done)
+            r = await platform.http.put(f"/api/v1/secrets/W_{i}", json={"value": f"w{i}"},
+                                        headers=platform.admin)
+            assert r.status_code == 200, r.text
+            r = await platform.http.put(f"/api/v1/storage/w/{i}", content=b"w" * i, headers=platform.admin)
+            assert r.status_code == 201, r.text
+            done.append(i)
+
+    writing = asyncio.create_task(writer())
+    while len(done) < 2:
+        await asyncio.sleep(0.01)
+    before = len(done)
     manifest = await asyncio.to_thread(create_backup, settings, archive, passphrase=PASSPHRASE)
-    assert manifest.key_included and manifest.storage_files == 3
+    stop.set()
+    await writing
+    assert 3 + before <= manifest.tables["secrets"].rows <= 3 + len(done)
+    assert manifest.key_included and manifest.storage_files >= 3
     assert {"workspaces", "tokens", "secrets", "alembic_version"} <= set(manifest.tables)
-    assert manifest.tables["secrets"].rows == 3
     verified = await asyncio.to_thread(verify_backup, archive)
     assert verified.manifest == manifest
 
@@ -75,7 +93,10 @@ async def test_restore_brings_back_every_row_file_secret_and_token(
     else:
         tables = (await postgres.describe(restore_db))[0]
     assert tables == manifest.tables
-    assert tree(new_home / "storage") == tree(Path(settings.storage))
+    listed = {f.name.removeprefix("storage/"): f.sha256 for f in manifest.files
+              if f.name.startswith("storage/")}
+    assert tree(new_home / "storage") == listed
+    assert listed.items() <= tree(Path(settings.storage)).items()
 
     async with running_platform(ServerSettings(home=new_home, db_url=restore_db)) as again:
         r = await again.http.get("/api/v1/whoami", headers=again.auth(member))
@@ -86,7 +107,9 @@ async def test_restore_brings_back_every_row_file_secret_and_token(
             query = text("SELECT id FROM workspaces WHERE name = 'default'")
             ws = (await session.execute(query)).scalar_one()
             values = await decrypt_for_workload(session, again.ctx.box, ws)
-        assert values == {f"KEY_{i}": f"value-{i}" for i in range(3)}
+        assert len(values) == manifest.tables["secrets"].rows
+        assert values == {f"KEY_{i}": f"value-{i}" for i in range(3)} | {
+            k: f"w{k.removeprefix('W_')}" for k in values if k.startswith("W_")}
 
 
 async def test_refusals_leave_the_target_empty(platform: Platform, tmp_path: Path,

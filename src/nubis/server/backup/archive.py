@@ -5,9 +5,10 @@ is read), members stream in while their sha256 is taken, then the manifest is wr
 place. Everything is written to a hidden temporary name that is renamed at the end, so a path
 never holds half an archive.
 
-``checksum.sha256`` covers every byte before it: sha256(sha256(manifest member) +
-sha256(every member between)). A reader also checks that nothing but zeros follows it, so one
-flipped byte anywhere in the file is found.
+``checksum.sha256`` covers every byte before it: sha256(sha256(manifest member) + sha256(the
+bytes between the members' data: tar headers and padding)); each member's data is covered by its
+sha256, which the manifest lists. A reader also checks that nothing but zeros follows it, so one
+flipped byte anywhere in the file is found (and every byte is hashed once).
 """
 
 from __future__ import annotations
@@ -49,20 +50,31 @@ def _member(name: str, size: int, mtime: float = MEMBER_MTIME) -> tarfile.TarInf
 
 
 class _HashingWriter:
-    """The tar's file object: counts what goes through and hashes it while ``active``."""
+    """The tar's file object: hashes what goes through while ``active``, but the ``skip`` range
+    (a member's data, which its own sha256 in the manifest covers)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.sha = hashlib.sha256()
         self.active = False
+        self.pos = 0
+        self.skip = (0, 0)
 
     def write(self, data: bytes) -> int:
         if self.active:
-            self.sha.update(data)
+            start, end = self.skip
+            lo, hi = self.pos, self.pos + len(data)
+            view = memoryview(data)
+            if hi <= start or lo >= end:
+                self.sha.update(view)
+            else:
+                self.sha.update(view[:max(0, start - lo)])
+                self.sha.update(view[max(0, end - lo):])
+        self.pos += len(data)
         return self.raw.write(data)
 
     def tell(self) -> int:
-        return self.raw.tell()
+        return self.pos
 
 
 class _HashingReader:
@@ -105,8 +117,11 @@ class ArchiveWriter:
     def add(self, name: str, source: IO[bytes], size: int, *, mtime: float = MEMBER_MTIME) -> FileEntry:
         """Copy exactly ``size`` bytes of ``source`` into the member ``name``."""
         reader = _HashingReader(source)
+        info = _member(name, size, mtime)
+        data_at = self._out.pos + len(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self._out.skip = (data_at, data_at + size)
         try:
-            self._tar.addfile(_member(name, size, mtime), reader)  # type: ignore[arg-type]
+            self._tar.addfile(info, reader)  # type: ignore[arg-type]
         except OSError as exc:  # "unexpected end of data": the source is shorter than it said
             raise BackupFailedError(f"{name} could not be read whole: {exc}") from exc
         entry = FileEntry(name=name, size=size, sha256=reader.sha.hexdigest())
@@ -230,7 +245,7 @@ def read_members(path: Path, manifest: Manifest, sink: Sink | None = None) -> No
             body.update(fh.read(member.offset_data - pos))
             entry = listed[member.name]
             dest = sink(entry) if sink is not None else None
-            digest = _copy_member(fh, member.size, body, dest)
+            digest = _copy_member(fh, member.size, dest)
             if digest != entry.sha256:
                 raise damaged(path, f"{member.name} does not match its sha256 in the manifest")
             end = member.offset_data + padded(member.size)
@@ -247,7 +262,7 @@ def read_members(path: Path, manifest: Manifest, sink: Sink | None = None) -> No
                 raise damaged(path, "bytes follow its checksum")
 
 
-def _copy_member(fh: BinaryIO, size: int, body: hashlib._Hash, dest: BinaryIO | None) -> str:
+def _copy_member(fh: BinaryIO, size: int, dest: BinaryIO | None) -> str:
     sha = hashlib.sha256()
     left = size
     while left:
@@ -256,7 +271,6 @@ def _copy_member(fh: BinaryIO, size: int, body: hashlib._Hash, dest: BinaryIO | 
             break
         left -= len(chunk)
         sha.update(chunk)
-        body.update(chunk)
         if dest is not None:
             dest.write(chunk)
     if dest is not None:

@@ -5,6 +5,7 @@ empty database in one transaction."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
@@ -19,6 +20,7 @@ from nubis.server.backup.manifest import DigestBuilder, TableDigest, quoted
 from nubis.server.backup.sqlite import DatabaseSnapshot
 
 MEMBER = "database/nubis.pgdump"
+DUMP_OPTIONS = ("--format=custom", "--no-owner", "--no-privileges")
 TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
           "AND table_type = 'BASE TABLE' ORDER BY table_name")
 
@@ -89,9 +91,14 @@ async def snapshot(url: str, dest: Path) -> DatabaseSnapshot:
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             name = await conn.fetchval("SELECT pg_export_snapshot()")
-            await run_tool("pg_dump", ["--format=custom", "--no-owner", "--no-privileges",
-                                       f"--snapshot={name}", f"--file={dest}"], url)
-            tables, revision = await _describe(conn)
+            args = [*DUMP_OPTIONS, f"--snapshot={name}", f"--file={dest}"]
+            dump = asyncio.create_task(run_tool("pg_dump", args, url))
+            try:  # the digests are read while pg_dump runs, in the same snapshot
+                tables, revision = await _describe(conn)
+            finally:
+                with contextlib.suppress(BackupFailedError):
+                    await dump  # the snapshot must outlive pg_dump's reading
+            await dump  # its error, if any
     finally:
         await conn.close()
     return DatabaseSnapshot(dest, MEMBER, tables, revision)
