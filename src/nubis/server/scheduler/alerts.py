@@ -326,6 +326,8 @@ def advance(states: Iterable[AlertRecord], findings: Iterable[Finding], *, snaps
     seen = set()
     step = Step([], [], [])
     for f in findings:
+        if (f.workspace_id, f.key) in seen:  # the same rule and object twice: one alert
+            continue
         seen.add((f.workspace_id, f.key))
         _holds(step, current.get((f.workspace_id, f.key)), f, snapshot.rule(f.workspace_id, f.rule),
                silenced, now)
