@@ -72,6 +72,8 @@ async def set_quota(name: str, page: CheckedForm, session: Session, cpu: Field =
 async def confirm_delete(request: Request, name: str, page: Page, session: Session) -> HTMLResponse:
     platform_admin(page)
     found = await workspaces.get_visible_or_raise(session, page.caller, name)
+    if found.name == workspaces.DEFAULT_WORKSPACE or found.id == page.caller.workspace_id:
+        raise ForbiddenError("the default workspace, and the one you are acting in, cannot be deleted")
     return render(request, "confirm.html", {
         "page": page, "title": f"Delete workspace {found.name}?",
         "action": f"/workspaces/{found.name}/delete",
