@@ -21,6 +21,10 @@ from nubis.server.services import jobs
 log = logging.getLogger("nubis.console")
 QUEUE = 2000
 BATCH = 500
+KEEP_ALIVE_S = 15.0
+KEEP_ALIVE = ": keep-alive\n\n"
+"""An SSE comment (browsers ignore it): while no rank writes, it lets the stream's guard check the
+session again and keeps idle connections open through proxies."""
 
 
 def line_html(line: str) -> str:
@@ -43,7 +47,11 @@ async def follow_ranks(ctx: ServerContext, job_id: str, ranks: list[int], *, tai
     try:
         running = len(tasks)
         while running:
-            batch = [await queue.get()]
+            try:
+                batch = [await asyncio.wait_for(queue.get(), KEEP_ALIVE_S)]
+            except TimeoutError:  # quiet (a queued job): a comment, so that the session is checked again
+                yield KEEP_ALIVE
+                continue
             while not queue.empty() and len(batch) < BATCH:
                 batch.append(queue.get_nowait())
             running -= batch.count(None)
