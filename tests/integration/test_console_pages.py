@@ -159,6 +159,10 @@ async def test_tokens_secrets_storage_and_audit_through_the_forms(platform: Plat
         secret = re.search(r'id="new-token">([^<]+)<', created.text).group(1)
         listing = (await http.get("/tokens")).text
         assert "ci" in listing and secret not in listing and secret[:10] in listing
+        rows = {("mine" if "this session" in row else "ci" if ">ci<" in row else "other"): row
+                for row in listing.split("<tr>")[2:]}
+        seen_cell = '<td class="hide-sm">-</td>'  # never seen in the console
+        assert seen_cell in rows["ci"] and seen_cell not in rows["mine"] and "ago</time>" in rows["mine"]
         assert (await p.http.get("/api/v1/whoami", headers=p.auth(secret))).json()["role"] == "viewer"
         token_id = (await p.http.get("/api/v1/whoami", headers=p.auth(secret))).json()["token_id"]
         assert (await http.post(f"/tokens/{token_id}/revoke", data={"csrf": csrf})).status_code == 303

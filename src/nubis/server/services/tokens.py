@@ -16,7 +16,7 @@ from nubis.errors import (
 )
 from nubis.models.auth import ROLE_PERMISSIONS, CreatedToken, Role, Token, TokenCreateRequest, WhoAmI
 from nubis.server.deps import Caller
-from nubis.server.orm import DeploymentRow, TokenRow, WorkspaceRow
+from nubis.server.orm import ConsoleSessionRow, DeploymentRow, TokenRow, WorkspaceRow
 from nubis.server.security import generate_token, hash_token
 from nubis.server.services import audit, workspaces
 
@@ -78,6 +78,18 @@ async def list_tokens(session: AsyncSession, caller: Caller) -> list[Token]:
         .order_by(TokenRow.created_at)
     )).all()
     return [to_model(r, caller.workspace) for r in rows]
+
+
+async def console_last_seen(session: AsyncSession, caller: Caller) -> dict[str, datetime]:
+    """Token id → the last time a live console session of it was seen (to the minute). The only
+    use of a token the platform records: API calls are not; a session ends at logout."""
+    rows = (await session.execute(
+        select(ConsoleSessionRow.token_id, func.max(ConsoleSessionRow.last_seen_at))
+        .join(TokenRow, TokenRow.id == ConsoleSessionRow.token_id)
+        .where(TokenRow.workspace_id == caller.workspace_id)
+        .group_by(ConsoleSessionRow.token_id)
+    )).all()
+    return {token_id: seen for token_id, seen in rows}
 
 
 async def get_by_ref_or_raise(session: AsyncSession, caller: Caller, ref: str) -> TokenRow:

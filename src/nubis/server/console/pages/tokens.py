@@ -24,7 +24,8 @@ DAY_S = 86400
 @router.get("/tokens")
 async def token_list(request: Request, page: Page, session: Session) -> HTMLResponse:
     found = await tokens.list_tokens(session, page.caller) if page.can_manage else []
-    return render(request, "tokens.html", {"page": page, "tokens": found, "roles": ROLES,
+    seen = await tokens.console_last_seen(session, page.caller) if page.can_manage else {}
+    return render(request, "tokens.html", {"page": page, "tokens": found, "roles": ROLES, "seen": seen,
                                            "me": tokens.whoami(page.caller)})
 
 
