@@ -32,6 +32,8 @@ LIVE_RANKS = 8
 TEXT_TAIL = 5000
 POLL_S = 1.0
 MAX_PAGE = 100_000
+NOT_CHARTED = ("epoch", "epochs", "elapsed_s")
+"""The x axis, and the trainer's time since the start (a straight line, not a metric)."""
 Rank = Annotated[int, Path(ge=0, le=1000)]
 
 
@@ -74,7 +76,7 @@ def chart_series(job: Job) -> list[str]:
     for record in job.history:
         for key, value in record.items():
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            if numeric and key not in ("epoch", "epochs"):
+            if numeric and key not in NOT_CHARTED:
                 seen.setdefault(key, None)
     return list(seen)
 

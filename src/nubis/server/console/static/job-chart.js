@@ -4,7 +4,7 @@
 "use strict";
 (function () {
   const COLOURS = ["#2f5bea", "#cf222e", "#1a7f37", "#9a6700", "#a3218e", "#0a7ea4"];
-  const SKIP = { epoch: true, epochs: true };
+  const SKIP = { epoch: true, epochs: true, elapsed_s: true };  // as NOT_CHARTED in pages/jobs.py
   const HEIGHT = 200;
 
   function groupOf(key) {
