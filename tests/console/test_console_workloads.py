@@ -68,10 +68,16 @@ def test_a_long_job_is_cancelled_from_its_page(
     console: ConsoleSession, platform: PlatformProcess, client: nubis.Client
 ) -> None:
     page = console.login(platform.admin_token)
+    console.go("/jobs")
+    page.evaluate("window.sameDocument = true")
     submit(platform, "--name", "forever", "--no-code", "--", "python", "-c",
            "import time; print('working', flush=True); time.sleep(600)")
     job = client.jobs.get("forever")
-    console.go(f"/jobs/{job.id}")
+    row = page.locator(f'#job-rows a[href="/jobs/{job.id}"]')
+    expect(row).to_have_count(1, timeout=30_000)  # the list refreshes itself
+    assert page.evaluate("window.sameDocument") is True
+    row.click()
+    page.wait_for_url(f"{platform.url}/jobs/{job.id}")
     expect(page.locator("#logs-0")).to_contain_text("working", timeout=LONG)
     page.click("#cancel-job")
     expect(page.locator("#job-state h1")).to_contain_text("cancelled", timeout=60_000)
@@ -89,6 +95,10 @@ def test_quantize_from_the_model_page_registers_the_next_version(
     while client.jobs.get(trained.id).status not in ("succeeded", "failed") and time.monotonic() < deadline:
         page.wait_for_timeout(500)
     assert client.jobs.get(trained.id).status == "succeeded"
+    console.go(f"/jobs/{trained.id}")  # the built-in trainer's per-epoch report, drawn
+    expect(page.locator("#job-chart")).to_have_attribute("data-epochs", "3")
+    groups = page.locator("#job-chart .chart .u-title").all_inner_texts()
+    assert groups[:2] == ["loss", "accuracy"] and "elapsed_s" not in groups, groups
     console.go("/models/digits-mlp")
     first = page.locator("#v1")
     expect(first).to_contain_text("torch-fp32")
