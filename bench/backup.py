@@ -2,7 +2,7 @@
 
     python bench/backup.py                 # 1 GiB of storage and 100k rows, SQLite and PostgreSQL
     python bench/backup.py --small         # 64 MiB and 10k rows: a quick run
-    python bench/backup.py --only sqlite
+    python bench/backup.py --only sqlite --rounds 5
 
 For each database a platform's state is built (migrated schema, ``--rows`` audit rows, ``--storage``
 of random files in 4 MiB objects plus small ones), then measured side by side in one run:
@@ -27,13 +27,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from _common import format_table, machine_line
+from _common import format_table, machine_line, median
 from sqlalchemy import insert
 
 from nubis.models.resources import parse_bytes
@@ -129,48 +130,68 @@ def build_state(settings: ServerSettings, *, rows: int, storage: int) -> None:
         (files / f"shard-{i:05d}.bin").write_bytes(os.urandom(OBJECT))
 
 
-def bench_sqlite(work: Path, *, rows: int, storage: int) -> list[Row]:
+def remove(*paths: Path) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def bench_sqlite(work: Path, *, rows: int, storage: int, rounds: int) -> list[Row]:
     settings = ServerSettings(home=work / "home")
     build_state(settings, rows=rows, storage=storage)
-    archive = work / "sqlite.nubis"
-    backup_s = timed(lambda: create_backup(settings, archive))
-    cp_s = timed(lambda: sh("cp", "-r", str(settings.home), str(work / "home-copy")))
-    verify_s = timed(lambda: verify_backup(archive))
-    restore_s = timed(lambda: restore_backup(archive, RestoreTarget(work / "restored"),
-                                             master_key_file=settings.master_key_file, passphrase=str))
-    cp_back_s = timed(lambda: sh("cp", "-r", str(work / "home-copy"), str(work / "home-back")))
-    return [Row("sqlite", "backup", backup_s, cp_s, "cp -r", "s"),
-            Row("sqlite", "verify", verify_s, cp_s, "cp -r", "s"),
-            Row("sqlite", "restore", restore_s, cp_back_s, "cp -r", "s"),
-            Row("sqlite", "size", archive.stat().st_size, tree_bytes(work / "home-copy"), "cp -r", "bytes")]
+    times: dict[str, list[float]] = defaultdict(list)
+    archive, copy, restored, back = work / "sqlite.nubis", work / "copy", work / "restored", work / "back"
+    for _ in range(rounds):  # nubis and its baseline alternate: both see the same machine
+        remove(archive, copy, restored, back)
+        times["backup"].append(timed(lambda: create_backup(settings, archive)))
+        times["cp"].append(timed(lambda: sh("cp", "-r", str(settings.home), str(copy))))
+        times["verify"].append(timed(lambda: verify_backup(archive)))
+        times["restore"].append(timed(lambda: restore_backup(archive, RestoreTarget(restored),
+                                                             master_key_file=settings.master_key_file,
+                                                             passphrase=str)))
+        times["cp back"].append(timed(lambda: sh("cp", "-r", str(copy), str(back))))
+    t = {k: median(v) for k, v in times.items()}
+    return [Row("sqlite", "backup", t["backup"], t["cp"], "cp -r", "s"),
+            Row("sqlite", "verify", t["verify"], t["cp"], "cp -r", "s"),
+            Row("sqlite", "restore", t["restore"], t["cp back"], "cp -r", "s"),
+            Row("sqlite", "size", archive.stat().st_size, tree_bytes(copy), "cp -r", "bytes")]
 
 
-def bench_postgres(work: Path, *, rows: int, storage: int) -> list[Row]:
-    with pg_databases(3) as (source, target, plain_target):
+def bench_postgres(work: Path, *, rows: int, storage: int, rounds: int) -> list[Row]:
+    times: dict[str, list[float]] = defaultdict(list)
+    archive, dump = work / "pg.nubis", work / "plain.pgdump"
+    copy, restored, back = work / "storage-copy", work / "restored", work / "storage-back"
+    with pg_databases(1) as (source,):
         settings = ServerSettings(home=work / "home", db_url=source)
         build_state(settings, rows=rows, storage=storage)
-        archive, dump = work / "pg.nubis", work / "plain.pgdump"
-        backup_s = timed(lambda: create_backup(settings, archive))
 
         def plain_backup() -> None:
             sh(find_tool("pg_dump"), "--format=custom", f"--file={dump}", f"--dbname={plain_url(source)}")
-            sh("cp", "-r", settings.storage, str(work / "storage-copy"))
+            sh("cp", "-r", settings.storage, str(copy))
 
-        def plain_restore() -> None:
-            sh(find_tool("pg_restore"), "--single-transaction", f"--dbname={plain_url(plain_target)}",
-               str(dump))
-            sh("cp", "-r", str(work / "storage-copy"), str(work / "storage-back"))
+        for _ in range(rounds):
+            remove(archive, dump, copy, restored, back)
+            with pg_databases(2) as (target, plain_target):
+                def plain_restore() -> None:
+                    sh(find_tool("pg_restore"), "--single-transaction", f"--dbname={plain_url(plain_target)}",
+                       str(dump))
+                    sh("cp", "-r", str(copy), str(back))
 
-        plain_s = timed(plain_backup)
-        verify_s = timed(lambda: verify_backup(archive))
-        restore_s = timed(lambda: restore_backup(archive, RestoreTarget(work / "restored", database=target),
-                                                 master_key_file=settings.master_key_file, passphrase=str))
-        plain_back_s = timed(plain_restore)
-        plain_size = dump.stat().st_size + tree_bytes(work / "storage-copy")
-        return [Row("postgresql", "backup", backup_s, plain_s, "pg_dump + cp -r", "s"),
-                Row("postgresql", "verify", verify_s, plain_s, "pg_dump + cp -r", "s"),
-                Row("postgresql", "restore", restore_s, plain_back_s, "pg_restore + cp -r", "s"),
-                Row("postgresql", "size", archive.stat().st_size, plain_size, "pg_dump + cp -r", "bytes")]
+                times["backup"].append(timed(lambda: create_backup(settings, archive)))
+                times["plain"].append(timed(plain_backup))
+                times["verify"].append(timed(lambda: verify_backup(archive)))
+                into = RestoreTarget(restored, database=target)
+                times["restore"].append(timed(lambda into=into: restore_backup(  # type: ignore[misc]
+                    archive, into, master_key_file=settings.master_key_file, passphrase=str)))
+                times["plain back"].append(timed(plain_restore))
+    t = {k: median(v) for k, v in times.items()}
+    plain_size = dump.stat().st_size + tree_bytes(copy)
+    return [Row("postgresql", "backup", t["backup"], t["plain"], "pg_dump + cp -r", "s"),
+            Row("postgresql", "verify", t["verify"], t["plain"], "pg_dump + cp -r", "s"),
+            Row("postgresql", "restore", t["restore"], t["plain back"], "pg_restore + cp -r", "s"),
+            Row("postgresql", "size", archive.stat().st_size, plain_size, "pg_dump + cp -r", "bytes")]
 
 
 def main() -> int:
@@ -179,18 +200,20 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=None, help="audit rows (default 100000)")
     parser.add_argument("--storage", default=None, help="bytes of files, e.g. 1Gi (default)")
     parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are shown")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     args = parser.parse_args()
     rows = args.rows or (10_000 if args.small else 100_000)
     storage = parse_bytes(args.storage or ("64Mi" if args.small else "1Gi"))
-    print(f"backup/restore of {format_bytes(storage)} of storage and {rows} rows; {machine_line()}")
+    print(f"backup/restore of {format_bytes(storage)} of storage and {rows} rows, median of {args.rounds} "
+          f"rounds; {machine_line()}")
     results: list[Row] = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="nubis-bench-backup-") as scratch:
         for name, run in (("sqlite", bench_sqlite), ("postgresql", bench_postgres)):
             if args.only in (None, name):
                 work = Path(scratch) / name
                 work.mkdir()
-                results += run(work, rows=rows, storage=storage)
+                results += run(work, rows=rows, storage=storage, rounds=args.rounds)
                 shutil.rmtree(work)
     print(format_table(["database", "step", "nubis", "baseline", "nubis / baseline"],
                        [r.cells() for r in results]))
