@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
@@ -110,6 +111,8 @@ async def confirm_delete(request: Request, path: StoragePath, page: Page, ctx: C
         raise ForbiddenError(f"a {page.caller.role.value} token cannot delete files")
     clean = normalize_path(path)
     under = len(await storage.list_files(ctx, page.caller, clean + "/"))
+    if not under:
+        await anyio.to_thread.run_sync(storage.files(ctx, page.caller).info, clean)  # 404 when missing
     message = (f"This folder and the {under} file(s) in it are deleted for good." if under
                else "This file is deleted for good.")
     return render(request, "confirm.html", {
