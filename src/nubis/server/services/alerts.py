@@ -192,6 +192,10 @@ async def set_webhook(session: AsyncSession, ctx: ServerContext, caller: Caller,
     return WebhookCreated(**_webhook(row).model_dump(), signing_secret=secret)
 
 
+async def has_webhook(session: AsyncSession, caller: Caller) -> bool:
+    return await _webhook_row(session, caller) is not None
+
+
 async def get_webhook_or_raise(session: AsyncSession, caller: Caller) -> Webhook:
     row = await _webhook_row(session, caller)
     if row is None:
