@@ -187,11 +187,17 @@ async def test_tokens_secrets_storage_and_audit_through_the_forms(platform: Plat
         assert "attachment" in got.headers["content-disposition"]
         root = (await http.get("/storage")).text
         assert 'href="/storage?prefix=in/"' in root and "(1 file)" in root
+        for i in range(105):
+            await p.http.put(f"/api/v1/storage/many/f{i:03d}.txt", content=b"x", headers=p.admin)
+        await p.http.put("/api/v1/storage/many/sub/deeper.txt", content=b"x", headers=p.admin)
+        pages = [(await http.get(f"/storage?prefix=many/&page={n}")).text for n in (1, 2)]
+        assert "page 1 of 2" in pages[0] and "sub/" in pages[0] and "f098.txt" in pages[0]  # folders first
+        assert "f099.txt" in pages[1] and "f104.txt" in pages[1] and "f098.txt" not in pages[1]
         confirm = await http.get("/storage/delete?path=in")
         assert confirm.status_code == 200 and "1 file(s)" in confirm.text
         assert (await http.post("/storage/delete", data={"csrf": csrf, "path": "in", "recursive": "true"})
                 ).headers["location"] == "/storage?prefix="
-        assert (await p.http.get("/api/v1/storage", headers=p.admin)).json() == []
+        assert (await p.http.get("/api/v1/storage", params={"prefix": "in/"}, headers=p.admin)).json() == []
 
 
 async def test_job_queue_why_pending_filters_and_streams_that_end(platform: Platform) -> None:

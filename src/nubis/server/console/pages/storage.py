@@ -17,6 +17,7 @@ from nubis.models.auth import Permission
 from nubis.models.storage import StorageObject, normalize_path
 from nubis.server.console.auth import CSRF_HEADER, ConsolePage, Page, Writer, same
 from nubis.server.console.form_stream import StreamedForm
+from nubis.server.console.paging import Paged, clamp_page
 from nubis.server.console.responses import ConsoleRoute
 from nubis.server.console.templating import render
 from nubis.server.deps import Context, Session
@@ -24,6 +25,7 @@ from nubis.server.services import storage
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 StoragePath = Annotated[str, Query(max_length=4096)]
+ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,18 @@ def crumbs(folder: str) -> list[tuple[str, str]]:
 
 
 @router.get("/storage")
-async def browse(request: Request, page: Page, ctx: Context, prefix: StoragePath = "") -> HTMLResponse:
+async def browse(request: Request, page: Page, ctx: Context, prefix: StoragePath = "",
+                 n: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1) -> HTMLResponse:
+    """Folders first, then files; ``ROWS`` entries a page."""
     folder = clean_folder(prefix)
     folders, files = listing(folder, await storage.list_files(ctx, page.caller, folder))
-    return render(request, "storage.html", {"page": page, "folder": folder, "folders": folders,
-                                            "files": files, "crumbs": crumbs(folder)})
+    total = len(folders) + len(files)
+    pager = Paged(page=clamp_page(n, total, ROWS), total=total, size=ROWS, filters={"prefix": folder})
+    start, end = pager.offset, pager.offset + ROWS
+    first, last = max(0, start - len(folders)), max(0, end - len(folders))  # files after the folders
+    return render(request, "storage.html", {
+        "page": page, "folder": folder, "crumbs": crumbs(folder), "pager": pager,
+        "folders": folders[start:end], "files": files[first:last]})
 
 
 @router.get("/storage/download")
