@@ -55,7 +55,7 @@ def test_a_deployment_from_the_cli_appears_then_its_page_follows_logs_and_calls_
 
     page.click('a[href="/deployments/talker"]')
     page.wait_for_selector("#state >> text=ready", timeout=120_000)  # the SSE fragment turns ready
-    assert page.locator("#actions button.danger").count() == 1
+    assert page.locator("#actions #delete").count() == 1
     form = page.locator('form.handler:has(input[name="handler"][value="/say"])')
     form.locator("textarea").fill('{"text": "hello-from-the-playground"}')
     form.locator("button[type=submit]").click()

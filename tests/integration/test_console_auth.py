@@ -117,6 +117,7 @@ async def test_a_viewer_sees_no_write_buttons_and_a_forged_post_gets_403(sqlite_
         page = await http.get("/deployments/d2")
         assert page.status_code == 200
         assert "/deployments/d2/delete" not in page.text and "/deployments/d2/scale" not in page.text
+        assert (await http.get("/deployments/d2/delete")).status_code == 403
         for action, data in (("delete", {}), ("scale", {"min_replicas": 0, "max_replicas": 2}),
                              ("update", {"photon": "echo:1"})):
             r = await http.post(f"/deployments/d2/{action}", data={**data, "csrf": csrf})

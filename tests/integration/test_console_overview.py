@@ -80,3 +80,15 @@ async def test_the_charts_data_is_the_metric_history(sqlite_platform: Platform) 
     bad_api = await sqlite_platform.http.get("/api/v1/deployments/echo/metrics", params={"since": "2d"},
                                              headers=sqlite_platform.admin)
     assert bad_api.status_code == 422 and bad_api.json()["error"]["code"] == "validation_error"
+
+
+async def test_deleting_a_deployment_asks_first(sqlite_platform: Platform) -> None:
+    await rows.deployment(sqlite_platform.ctx, "gone", autoscaling={"min_replicas": 0})
+    async with logged_in(sqlite_platform, sqlite_platform.admin_token) as http:
+        asked = await http.get("/deployments/gone/delete")
+        assert asked.status_code == 200 and "Delete deployment gone?" in asked.text
+        csrf = CSRF.search(asked.text).group(1)
+        r = await http.post("/deployments/gone/delete", data={"csrf": csrf})
+        assert r.status_code == 303 and r.headers["location"] == "/deployments"
+    found = await sqlite_platform.http.get("/api/v1/deployments/gone", headers=sqlite_platform.admin)
+    assert found.status_code == 404

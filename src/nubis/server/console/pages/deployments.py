@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nubis.errors import NotFoundError, NubisError, ValidationError
+from nubis.errors import ForbiddenError, NotFoundError, NubisError, ValidationError
 from nubis.models.deployments import Deployment, DeploymentUpdateRequest, split_photon_ref
 from nubis.models.photons import HandlerInfo
 from nubis.server.console import auth, live
@@ -189,6 +189,19 @@ async def update(name: str, page: Writer, session: Session, ctx: Context,
     """Roll out another photon version (one replica at a time)."""
     await deployments.update(session, ctx, page.caller, name, _update_request(photon=photon.strip()))
     return RedirectResponse(f"/deployments/{name}", status_code=303)
+
+
+@router.get("/deployments/{name}/delete")
+async def confirm_delete(request: Request, name: str, page: Page, session: Session,
+                         ctx: Context) -> HTMLResponse:
+    """Asks first, saying what stops."""
+    if not page.can_write:
+        raise ForbiddenError(f"a {page.caller.role.value} token cannot delete deployments")
+    dep = await deployments.get(session, ctx, page.caller, name)
+    return render(request, "confirm.html", {
+        "page": page, "title": f"Delete deployment {name}?",
+        "message": f"Its {len(dep.replicas)} replica(s) stop and {dep.endpoint} stops answering.",
+        "action": f"/deployments/{name}/delete", "fields": {}, "back": f"/deployments/{name}"})
 
 
 @router.post("/deployments/{name}/delete")
