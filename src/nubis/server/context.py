@@ -31,3 +31,6 @@ class ServerContext:
     """This app's Prometheus metrics (a registry of its own), served at ``/metrics``."""
     history: MetricStore = field(default_factory=MetricStore)
     """Each deployment's requests, 5xx and latency in 10 s steps for 24 h (from load reports)."""
+    stopping: bool = False
+    """Set when the server was asked to stop: endless streams (the console's) end, so that the
+    server's drain does not wait for the browsers that hold them."""

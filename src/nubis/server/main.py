@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shlex
+from types import FrameType
 
 import uvicorn
 
@@ -13,6 +14,7 @@ from nubis.home import DEFAULT_HOME, write_private
 from nubis.photon.http_limits import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
 from nubis.photon.serve import configure_logging, run_until_signal
 from nubis.server.app import build_context, create_app
+from nubis.server.context import ServerContext
 from nubis.server.settings import ServerSettings
 
 log = logging.getLogger("nubis.server")
@@ -37,6 +39,18 @@ def describe(settings: ServerSettings) -> list[str]:
     return lines
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that also tells the app it is stopping (the console's streams then end)."""
+
+    def __init__(self, config: uvicorn.Config, ctx: ServerContext) -> None:
+        super().__init__(config)
+        self.ctx = ctx
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.ctx.stopping = True
+        super().handle_exit(sig, frame)
+
+
 def run(settings: ServerSettings, *, log_level: str = "info") -> int:
     configure_logging(log_level)
     ctx = build_context(settings)
@@ -44,7 +58,7 @@ def run(settings: ServerSettings, *, log_level: str = "info") -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
                             access_log=False, log_level=log_level, timeout_graceful_shutdown=30,
                             http=LimitedHttpToolsProtocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES)
-    server = uvicorn.Server(config)
+    server = _Server(config, ctx)
     info = {"url": settings.url, "gateway_url": settings.gateway_url, "pid": os.getpid(),
             "db_url": settings.db_url, "storage_url": settings.storage_url}  # what `nubis backup` reads
     write_private(settings.server_file, json.dumps(info).encode())

@@ -4,7 +4,8 @@ Each update first checks the session again: a logged-out session or a revoked to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -15,6 +16,7 @@ from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
 
 POLL_S = 1.0
+STOP_CHECK_S = 0.5
 
 
 def sse(event: str, html: str) -> str:
@@ -22,9 +24,37 @@ def sse(event: str, html: str) -> str:
     return f"event: {event}\n" + "".join(f"data: {line}\n" for line in html.split("\n")) + "\n"
 
 
-def stream(messages: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(messages, media_type="text/event-stream",
+def stream(messages: AsyncIterator[str], *, ctx: ServerContext | None = None) -> StreamingResponse:
+    """An event stream; with ``ctx``, it ends once the server is stopping (else the server's drain
+    would wait for every open console tab)."""
+    body = messages if ctx is None else until_stopping(ctx, messages)
+    return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def until_stopping(ctx: ServerContext, messages: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``messages`` until they end or the server stops (checked each ``STOP_CHECK_S`` while waiting)."""
+    pending: asyncio.Future[str] | None = None
+    try:
+        while not ctx.stopping:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(messages))
+            done, _ = await asyncio.wait({pending}, timeout=STOP_CHECK_S)
+            if not done:
+                continue
+            finished, pending = pending, None
+            try:
+                item = finished.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        if isinstance(messages, AsyncGenerator):
+            await messages.aclose()
 
 
 async def fragments(ctx: ServerContext, request: Request, event: str,
@@ -42,4 +72,6 @@ async def fragments(ctx: ServerContext, request: Request, event: str,
         if html != last:
             yield sse(event, html)
         last = html
+        if ctx.stopping:
+            return
         await asyncio.sleep(poll_s)

@@ -62,7 +62,7 @@ async def deployment_list_live(request: Request, page: Page, ctx: Context, statu
     async def build(caller: Caller) -> str:
         return (await table(ctx, caller, status=status, q=q, page=p))[0]
 
-    return live.stream(live.fragments(ctx, request, "table", build))
+    return live.stream(live.fragments(ctx, request, "table", build), ctx=ctx)
 
 
 async def detail_parts(ctx: ServerContext, caller: Caller, name: str) -> tuple[Deployment, str]:
@@ -104,7 +104,7 @@ async def deployment_live(request: Request, name: str, page: Page, session: Sess
     async def build(caller: Caller) -> str:
         return (await detail_parts(ctx, caller, name))[1]
 
-    return live.stream(live.fragments(ctx, request, "state", build))
+    return live.stream(live.fragments(ctx, request, "state", build), ctx=ctx)
 
 
 @router.get("/live/deployments/{name}/logs")
@@ -124,7 +124,7 @@ async def deployment_logs_live(request: Request, name: str, page: Page, session:
                 checked = time.monotonic()
             yield live.sse("line", render_text("partials/log_line.html", line=line))
 
-    return live.stream(lines())
+    return live.stream(lines(), ctx=ctx)
 
 
 @router.get("/deployments/{name}/metrics.json")
@@ -163,7 +163,7 @@ async def chat(request: Request, name: str, page: auth.Form, session: Session,
         conversation = ChatRequest.model_validate_json(await request.body())
     except pydantic.ValidationError as exc:
         raise ValidationError(f"invalid conversation: {exc.errors()[0]['msg']}") from exc
-    return live.stream(relay(dep.endpoint, dep.llm.model, conversation, page.token))
+    return live.stream(relay(dep.endpoint, dep.llm.model, conversation, page.token), ctx=ctx)
 
 
 def _update_request(**fields: object) -> DeploymentUpdateRequest:
