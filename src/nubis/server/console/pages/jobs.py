@@ -96,7 +96,7 @@ async def job_updates(
     record, as JSON, after the first ``have``), and ``end`` once the job has ended."""
     job = await jobs.get(session, page.caller, ref)
     await session.close()
-    return stream(while_logged_in(ctx, request, _updates(ctx, request, page, job.id, have)))
+    return stream(while_logged_in(ctx, request, _updates(ctx, request, page, job.id, have)), ctx=ctx)
 
 
 async def _updates(ctx: ServerContext, request: Request, page: ConsolePage, job_id: str,
@@ -128,7 +128,7 @@ async def follow_logs(request: Request, ref: str, page: Page, session: Session, 
     job = await jobs.get(session, page.caller, ref)
     await session.close()
     lines = follow_ranks(ctx, job.id, live_ranks(job), tail=LOG_TAIL)
-    return stream(while_logged_in(ctx, request, lines))
+    return stream(while_logged_in(ctx, request, lines), ctx=ctx)
 
 
 def live_ranks(job: Job) -> list[int]:
