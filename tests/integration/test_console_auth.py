@@ -11,6 +11,7 @@ import pytest
 
 from nubis.errors import UnauthorizedError
 from nubis.server.console.responses import CSP
+from nubis.server.orm import ConsoleSessionRow
 from nubis.server.services import console
 
 import rows
@@ -201,3 +202,28 @@ async def test_the_platform_admin_switches_workspace(sqlite_platform: Platform) 
     assert "in-team" in (await http.get("/deployments")).text
     r = await http.post("/workspace", data={"workspace": "nope", "csrf": csrf})
     assert r.status_code == 404
+
+
+async def test_logging_in_again_ends_the_session_the_browser_had(sqlite_platform: Platform) -> None:
+    http = sqlite_platform.http
+    await login(http, sqlite_platform.admin_token)
+    first = http.cookies["nubis_session"]
+    await login(http, await sqlite_platform.token("viewer"))
+    assert http.cookies["nubis_session"] != first
+    async with browser(sqlite_platform) as replay:
+        replay.cookies.set("nubis_session", first)
+        assert (await replay.get("/")).status_code == 303
+
+
+async def test_expired_sessions_end_and_are_removed(sqlite_platform: Platform) -> None:
+    ctx = sqlite_platform.ctx
+    me = (await sqlite_platform.http.get("/api/v1/whoami", headers=sqlite_platform.admin)).json()
+    past = datetime.now(UTC) - console.SESSION_TTL - timedelta(seconds=1)
+    async with ctx.db.sessions() as session:
+        token = sqlite_platform.admin_token
+        old = await console.open_session(session, ctx.box, me["token_id"], token, now=past)
+        with pytest.raises(UnauthorizedError, match="expired"):
+            await console.get_session_or_raise(session, ctx.box, old, now=datetime.now(UTC))
+        stale = await console.open_session(session, ctx.box, me["token_id"], token, now=past)
+        await console.open_session(session, ctx.box, me["token_id"], token, now=datetime.now(UTC))
+        assert await session.get(ConsoleSessionRow, console.digest(stale)) is None

@@ -41,7 +41,9 @@ class ConsoleSession:
 
 async def open_session(session: AsyncSession, box: SecretBox, token_id: str, token: str, *,
                        now: datetime) -> str:
-    """A new session for a token (already checked); returns the cookie's secret (shown once)."""
+    """A new session for a token (already checked); returns the cookie's secret (shown once).
+    Expired sessions of anyone are removed on the way."""
+    await session.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.expires_at <= now))
     secret = secrets.token_urlsafe(32)
     row_id = digest(secret)
     nonce, sealed = box.encrypt(token.encode(), row_id.encode())

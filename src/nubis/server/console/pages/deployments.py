@@ -20,7 +20,7 @@ from nubis.server.console.auth import Page, Writer, live_caller
 from nubis.server.console.chat import ChatRequest, relay
 from nubis.server.console.paging import Paged, clamp_page
 from nubis.server.console.playground import call, playgrounds
-from nubis.server.console.responses import ConsoleRoute
+from nubis.server.console.responses import ConsoleRoute, is_htmx
 from nubis.server.console.templating import render, render_text
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller, Context, Session
@@ -148,7 +148,8 @@ async def playground_call(request: Request, name: str, page: Page, session: Sess
     if not found:
         raise NotFoundError(f"deployment {name!r} has no handler {handler!r}")
     result = await call(found[0], f"{dep.endpoint}{handler}", body, page.token)
-    return render(request, "partials/call_result.html", {"page": page, "result": result})
+    template = "partials/call_result.html" if is_htmx(request) else "call.html"  # without JS: a page
+    return render(request, template, {"page": page, "result": result, "dep": dep, "handler": handler})
 
 
 @router.post("/deployments/{name}/chat")

@@ -9,12 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.errors import CSRFError, ForbiddenError, NotFoundError, NubisError
 from nubis.server.console import auth
 from nubis.server.console.responses import ConsoleRoute, safe_next
 from nubis.server.console.templating import render
 from nubis.server.deps import Context, Session, get_caller
+from nubis.server.security import SecretBox
 from nubis.server.services import console
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -28,6 +30,15 @@ def login_form(request: Request, *, next_path: str, error: NubisError | None = N
     response.set_cookie(auth.LOGIN_COOKIE, nonce, max_age=3600, path="/login", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
     return response
+
+
+async def replace_session(request: Request, session: AsyncSession, box: SecretBox, token_id: str,
+                          token: str) -> str:
+    """A new session (never the one the browser came with: that one ends, if it was live)."""
+    old = request.cookies.get(auth.COOKIE)
+    if old:
+        await console.close_session(session, old)
+    return await console.open_session(session, box, token_id, token, now=datetime.now(UTC))
 
 
 def logged_in(request: Request, secret: str, target: str) -> Response:
@@ -54,8 +65,7 @@ async def login(request: Request, session: Session, ctx: Context,
         caller = await get_caller(session, authorization=f"Bearer {token.strip()}")
     except NubisError as exc:
         return login_form(request, next_path=safe_next(next), error=exc, status_code=exc.http_status)
-    secret = await console.open_session(session, ctx.box, caller.token_id, token.strip(),
-                                        now=datetime.now(UTC))
+    secret = await replace_session(request, session, ctx.box, caller.token_id, token.strip())
     return logged_in(request, secret, next)
 
 
@@ -67,7 +77,7 @@ async def login_with_link(request: Request, code: str, session: Session, ctx: Co
         caller = await get_caller(session, authorization=f"Bearer {token}")
     except NubisError as exc:
         return login_form(request, next_path="/", error=exc, status_code=exc.http_status)
-    secret = await console.open_session(session, ctx.box, caller.token_id, token, now=datetime.now(UTC))
+    secret = await replace_session(request, session, ctx.box, caller.token_id, token)
     return logged_in(request, secret, "/")
 
 
