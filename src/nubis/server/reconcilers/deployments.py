@@ -222,8 +222,9 @@ class DeploymentReconciler:
             replica.crashes += 1
             replica.crash_times = [*(replica.crash_times or [])[-9:], now]
             replica.next_start_at = now + restart_backoff(replica.crashes)
-            looping = is_crash_loop(replica.crash_times, now)
-            switch_replica_status(session, replica, R.crash_loop if looping else R.failed, reason)
+            switch_replica_status(session, replica, R.failed, reason)
+            if is_crash_loop(replica.crash_times, now):  # a crash first, then the loop it makes
+                switch_replica_status(session, replica, R.crash_loop, reason)
         elif probe.ready and status is R.starting:
             switch_replica_status(session, replica, R.ready, None)
             replica.crashes = 0
