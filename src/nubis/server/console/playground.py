@@ -65,8 +65,18 @@ def compact(body: str) -> str:
         return body
 
 
-def playgrounds(handlers: list[HandlerInfo], endpoint: str) -> list[Playground]:
-    return [Playground(h, f"{endpoint}{h.path}", json.dumps(example(h.request_schema), indent=2))
+def llm_examples(model: str) -> dict[str, dict[str, Any]]:
+    """An LLM deployment's OpenAI routes take free-form bodies: a short request of each kind."""
+    return {"/v1/chat/completions": {"model": model, "messages": [{"role": "user", "content": "Hi"}],
+                                     "max_tokens": 32},
+            "/v1/completions": {"model": model, "prompt": "Once upon a time", "max_tokens": 32}}
+
+
+def playgrounds(handlers: list[HandlerInfo], endpoint: str, *,
+                llm_model: str | None = None) -> list[Playground]:
+    known = llm_examples(llm_model) if llm_model is not None else {}
+    return [Playground(h, f"{endpoint}{h.path}", json.dumps(known.get(h.path) or example(h.request_schema),
+                                                            indent=2))
             for h in handlers if not h.file_params and not h.binary_response]
 
 

@@ -86,7 +86,7 @@ async def deployment_page(request: Request, name: str, page: Page, session: Sess
         handlers = []  # its photon version was deleted: nothing to describe the handlers
     return render(request, "deployment.html", {
         "page": page, "dep": dep, "state": state, "lines": lines,
-        "playgrounds": playgrounds(handlers, dep.endpoint),
+        "playgrounds": playgrounds(handlers, dep.endpoint, llm_model=dep.llm.model if dep.llm else None),
     })
 
 
