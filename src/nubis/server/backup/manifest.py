@@ -79,9 +79,7 @@ def key_fingerprint(key: bytes) -> str:
 
 
 def canonical_value(value: Any) -> Any:
-    """A database value as JSON: bytes as base64, times as ISO 8601, anything else exotic as text."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
+    """A value JSON has no type for: bytes as base64, times as ISO 8601, anything else as text."""
     if isinstance(value, bytes | bytearray | memoryview):
         return {"base64": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, dt.datetime | dt.date | dt.time):
@@ -89,9 +87,13 @@ def canonical_value(value: Any) -> Any:
     return str(value)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True,
+                            default=canonical_value)
+
+
 def row_bytes(row: Sequence[Any]) -> bytes:
-    return json.dumps([canonical_value(v) for v in row], separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=True).encode()
+    """A row's canonical encoding: a JSON list of its values (``canonical_value`` for the others)."""
+    return _ENCODER.encode(tuple(row)).encode()
 
 
 class DigestBuilder:
