@@ -5,7 +5,9 @@ through the gateway, the charts draw; a viewer sees no write buttons and a forge
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,23 @@ def test_a_deployment_from_the_cli_appears_then_its_page_follows_logs_and_calls_
     console.go("/nodes")
     assert page.locator("[data-node]").count() >= 1
     console.screenshots("nodes")
+
+
+def test_the_playground_call_is_in_the_metric_history(
+    platform: PlatformProcess, client: nubis.Client
+) -> None:
+    """The gateway reports each second; `nubis deployment metrics` and the SDK read the history."""
+    if "talker" not in [d.name for d in client.deployments.list()]:
+        pytest.skip("needs the deployment of the test before")
+    deadline = time.monotonic() + 30
+    while sum(p.requests_per_s for p in client.deployments.metrics("talker", since="5m").points) == 0:
+        assert time.monotonic() < deadline, "the playground's request never reached the metric history"
+        time.sleep(0.5)
+    shown = json.loads(ok(platform.cli("deployment", "metrics", "talker", "--since", "5m", "-o", "json")))
+    busy = [p for p in shown["points"] if p["requests_per_s"]]
+    assert busy and all(p["error_rate"] == 0 and p["p50_ms"] is not None for p in busy)
+    table = ok(platform.cli("deployment", "metrics", "talker", "--since", "5m"))
+    assert "traffic of talker" in table and "p95 ms" in table
 
 
 def test_a_viewer_sees_no_write_buttons_and_a_forged_post_gets_403(
