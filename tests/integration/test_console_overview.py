@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 import httpx
 
+from nubis.server.services import deployments
+
 import rows
 from platform_fixtures import Platform
 
@@ -92,3 +94,20 @@ async def test_deleting_a_deployment_asks_first(sqlite_platform: Platform) -> No
         assert r.status_code == 303 and r.headers["location"] == "/deployments"
     found = await sqlite_platform.http.get("/api/v1/deployments/gone", headers=sqlite_platform.admin)
     assert found.status_code == 404
+
+
+async def test_the_overview_shows_recent_deployment_events_of_the_workspace_only(
+    sqlite_platform: Platform,
+) -> None:
+    mine = await rows.deployment(sqlite_platform.ctx, "mine", autoscaling={"min_replicas": 0})
+    await sqlite_platform.token("viewer", workspace="elsewhere")
+    theirs = await rows.deployment(sqlite_platform.ctx, "theirs", ws="elsewhere",
+                                   autoscaling={"min_replicas": 0})
+    async with sqlite_platform.ctx.db.sessions() as session:
+        deployments.event(session, mine.id, "note", "a thing happened to mine")
+        deployments.event(session, theirs.id, "note", "a thing happened to theirs")
+        await session.commit()
+    async with logged_in(sqlite_platform, sqlite_platform.admin_token) as http:
+        page = (await http.get("/")).text
+    assert "a thing happened to mine" in page and "theirs" not in page
+    assert 'href="/deployments/mine"' in page

@@ -280,6 +280,21 @@ async def events(session: AsyncSession, caller: Caller, name: str, *, limit: int
     ]
 
 
+async def recent_events(
+    session: AsyncSession, caller: Caller, *, limit: int
+) -> list[tuple[str, DeploymentEvent]]:
+    """The workspace's latest deployment events, newest first, each with its deployment's name."""
+    found = (await session.execute(
+        select(DeploymentEventRow, DeploymentRow.name)
+        .join(DeploymentRow, DeploymentRow.id == DeploymentEventRow.deployment_id)
+        .where(DeploymentRow.workspace_id == caller.workspace_id, DeploymentRow.deleting.is_(False))
+        .order_by(DeploymentEventRow.id.desc())
+        .limit(limit)
+    )).all()
+    return [(name, DeploymentEvent(at=e.at, kind=e.kind, message=e.message, replica=e.replica_id))
+            for e, name in found]
+
+
 async def logs(
     session: AsyncSession, ctx: ServerContext, caller: Caller, name: str, *, tail: int
 ) -> list[str]:

@@ -29,9 +29,10 @@ async def overview(request: Request, page: Page, session: Session, ctx: Context)
     recent_jobs = await jobs.list_jobs(session, caller, limit=RECENT)
     quotas = await usage.quota_use(session, None if caller.superuser else caller.workspace_id)
     events = await audit.list_events(session, caller, limit=RECENT) if page.can_manage else []
+    deployment_events = await deployments.recent_events(session, caller, limit=RECENT)
     return render(request, "overview.html", {
         "page": page, "deployments": deps, "deployment_counts": sorted(by_status.items()),
         "job_counts": job_counts, "recent_jobs": recent_jobs,
         "nodes": await nodes.list_nodes(session, ctx, caller),
-        "quotas": quotas, "events": events,
+        "quotas": quotas, "events": events, "deployment_events": deployment_events,
     })
