@@ -161,10 +161,11 @@ def snapshot_of(loaded: Loaded, history: MetricStore, *, disks: Sequence[DiskFac
         if ws is None:
             continue
         rules = settings[ws.id]
-        deployments.append(DeploymentFacts(
-            ws.id, dep.name, crash_times,
-            errors=traffic(history, ws.name, dep.name, window=rules["error_rate"]["window"], now=now),
-            latency=traffic(history, ws.name, dep.name, window=rules["latency_slo"]["window"], now=now)))
+        errors_s, latency_s = rules["error_rate"]["window"], rules["latency_slo"]["window"]
+        errors = traffic(history, ws.name, dep.name, window=errors_s, now=now)
+        latency = errors if latency_s == errors_s else traffic(history, ws.name, dep.name, window=latency_s,
+                                                               now=now)
+        deployments.append(DeploymentFacts(ws.id, dep.name, crash_times, errors=errors, latency=latency))
     jobs = [JobFacts(j.workspace_id, j.id, j.name, j.finished_at.timestamp(),
                      j.reason or "no reason recorded")
             for j in loaded.failed_jobs if j.finished_at is not None]

@@ -3,7 +3,7 @@
 ``evaluate(snapshot, settings, now)`` says which conditions hold (a :class:`Finding` per rule and
 object); ``advance(states, findings, ...)`` moves each alert pending → firing → resolved and says
 which notifications to send. Neither reads a clock, the database or the network, so both are tested
-on fake snapshots (see ``tests/unit/server/scheduler/test_alerts.py``).
+on fake snapshots (see ``tests/unit/server/scheduler/test_alert_rules.py``).
 """
 
 from __future__ import annotations

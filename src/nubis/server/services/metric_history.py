@@ -74,18 +74,26 @@ class MetricStore:
 
     def totals(self, workspace: str, name: str, *, since_s: float, now: float) -> list[int] | None:
         """Requests, 5xx and each latency bucket summed over the 10 s steps of the last ``since_s``
-        (the current one included); None when the deployment has no traffic recorded."""
+        (the current one included); None when the deployment has no traffic recorded then. Runs of
+        consecutive steps are summed column by column (the alert rules read 1,000s of deployments a
+        round: bench/alerts.py)."""
         series = self._series.get((workspace, name))
         last = int(now // STEP_S)
-        if series is None or series.last_step <= last - since_s / STEP_S:
+        first = last - max(1, round(since_s / STEP_S)) + 1
+        if series is None or series.last_step < first:
             return None
-        total = [0] * COLUMNS
         counts, stamps = series.counts, series.stamps
-        for step in range(last - max(1, round(since_s / STEP_S)) + 1, last + 1):
-            slot = step % SLOTS
-            if stamps[slot] == step:
-                row = counts[slot * COLUMNS:(slot + 1) * COLUMNS]
-                total = [a + b for a, b in zip(total, row, strict=True)]
+        fresh = [step for step in range(first, last + 1) if stamps[step % SLOTS] == step]
+        total = [0] * COLUMNS
+        i = 0
+        while i < len(fresh):
+            j = i  # the run of consecutive steps from fresh[i], within one lap of the ring
+            while j + 1 < len(fresh) and fresh[j + 1] == fresh[j] + 1 and fresh[j + 1] % SLOTS:
+                j += 1
+            slot = fresh[i] % SLOTS
+            block = counts[slot * COLUMNS:(slot + j - i + 1) * COLUMNS]
+            total = [t + sum(block[c::COLUMNS]) for c, t in enumerate(total)]
+            i = j + 1
         return total
 
     def history(self, workspace: str, name: str, *, since_s: float, step_s: float,

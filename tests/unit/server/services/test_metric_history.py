@@ -105,3 +105,18 @@ def test_default_step_keeps_about_120_points() -> None:
     assert default_step(3600) == 30
     assert default_step(600) == 10
     assert 86400 / default_step(86400) <= 121
+
+
+def test_totals_sum_a_window_across_gaps_and_the_rings_end() -> None:
+    store = MetricStore()
+    start = (SLOTS - 3) * STEP_S  # steps that wrap past the end of the ring
+    for k, requests in enumerate([5, 0, 7, 9, 0, 11]):
+        if requests:
+            store.record(report(requests, errors=1, bucket=k % BUCKETS), now=start + k * STEP_S)
+    now = start + 5 * STEP_S + 1
+    totals = store.totals("default", "echo", since_s=60, now=now)
+    assert totals is not None and totals[:2] == [5 + 7 + 9 + 11, 4]
+    assert totals[2:] == [5, 0, 7, 9, 0, 11] + [0] * (BUCKETS - 6)
+    assert store.totals("default", "echo", since_s=30, now=now)[:2] == [9 + 11, 2]
+    assert store.totals("default", "echo", since_s=60, now=now + SLOTS * STEP_S) is None  # a lap later
+    assert store.totals("default", "other", since_s=60, now=now) is None
