@@ -27,6 +27,11 @@ CONTRACT = [
     (errors.PhotonLoadError, "photon_load_error", 400),
     (errors.BundleError, "invalid_bundle", 422),
     (errors.ConnectionFailedError, "connection_failed", 503),
+    (errors.BackupFailedError, "backup_failed", 500),
+    (errors.BackupDamagedError, "backup_damaged", 422),
+    (errors.BackupKeyError, "backup_key_mismatch", 403),
+    (errors.BackupTooNewError, "backup_too_new", 422),
+    (errors.RestoreTargetNotEmptyError, "restore_target_not_empty", 409),
 ]
 
 
