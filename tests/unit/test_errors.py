@@ -11,6 +11,7 @@ CONTRACT = [
     (errors.UnauthorizedError, "unauthorized", 401),
     (errors.ForbiddenError, "forbidden", 403),
     (errors.IsolationUnavailableError, "isolation_unavailable", 403),
+    (errors.CSRFError, "csrf_failed", 403),
     (errors.NotFoundError, "not_found", 404),
     (errors.MethodNotAllowedError, "method_not_allowed", 405),
     (errors.ConflictError, "conflict", 409),
