@@ -57,4 +57,4 @@ def test_other_urls_are_refused(url: str) -> None:
 def test_which_answers_are_retried() -> None:
     assert Attempt(None, "ConnectError", 1).retryable and Attempt(503, "HTTP 503", 1).retryable
     assert Attempt(429, "HTTP 429", 1).retryable and not Attempt(404, "HTTP 404", 1).retryable
-    assert Attempt(204, None, 1).ok and Attempt(204, None, 1).retryable is not False
+    assert Attempt(204, None, 1).ok and not Attempt(500, "HTTP 500", 1).ok
