@@ -27,9 +27,10 @@ API = "/api/v1/alerts"
 
 
 @pytest.fixture
-async def quiet_platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    """The evaluator of the app itself waits an hour: each test runs its own rounds."""
-    async with running_platform(ServerSettings(home=tmp_path / "home", alert_interval_s=3600)) as p:
+async def quiet_platform(db_url: str, tmp_path: Path) -> AsyncIterator[Platform]:
+    """On SQLite and PostgreSQL; the app's own evaluator waits an hour: each test runs its rounds."""
+    settings = ServerSettings(home=tmp_path / "home", db_url=db_url, alert_interval_s=3600)
+    async with running_platform(settings) as p:
         yield p
 
 
