@@ -70,7 +70,7 @@ async def test_only_an_admin_sets_the_webhook_and_its_url_and_secret_never_come_
     async with p.ctx.db.sessions() as session:  # stored encrypted
         row = await session.scalar(select(AlertWebhookRow))
         assert b"hooks/nubis" not in row.url_box and secret.encode() not in row.secret_box
-    for bad in ("ftp://example.com/x", "file:///etc/passwd", "http://", "not a url"):
+    for bad in ("ftp://example.com/x", "file:///etc/passwd", "http://", "not a url", "http://a.b/\x00x"):
         r = await p.http.put(f"{API}/webhook", json={"url": bad}, headers=p.admin)
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", bad
     r = await p.http.post(f"{API}/test", headers=p.auth(member))
@@ -134,7 +134,8 @@ async def test_silences_are_the_workspaces_own(quiet_platform: Platform) -> None
     assert made["active"] and made["created_by"].startswith("member-token")
     for bad in ({"duration": "2h"}, {"rule": "nope", "duration": "2h"},
                 {"rule": "crash_loop", "duration": "0s"}, {"rule": "crash_loop", "duration": "forever"},
-                {"rule": "crash_loop", "duration": "400d"}):
+                {"rule": "crash_loop", "duration": "400d"}, {"object": "a\x00b", "duration": "1h"},
+                {"rule": "crash_loop", "duration": "1h", "comment": "line\nbreak"}):
         r = await p.http.post(f"{API}/silences", json=bad, headers=p.auth(member))
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", bad
     other = await p.token("admin", "team-b")

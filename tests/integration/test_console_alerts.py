@@ -44,6 +44,8 @@ async def test_alerts_page_shows_states_rules_and_silences_for_writers(sqlite_pl
         bad = await http.post("/alerts/silences",
                               data={"csrf": csrf, "rule": "error_rate", "duration": "soon"})
         assert bad.status_code == 422 and "duration" in flash(bad.text)
+        bad = await http.post("/alerts/silences", data={"csrf": csrf, "object": "a\x01b", "duration": "1h"})
+        assert bad.status_code == 422 and "control characters" in flash(bad.text)
         [silence] = (await p.http.get("/api/v1/alerts/silences", headers=p.admin)).json()
         async with browser(p, await p.token("viewer")) as (viewer, viewer_csrf):
             seen = (await viewer.get("/alerts")).text

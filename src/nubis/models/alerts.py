@@ -8,7 +8,7 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nubis.models.deployments import tolerant_enum
 
@@ -81,6 +81,13 @@ class SilenceRequest(BaseModel):
     object: str | None = Field(default=None, min_length=1, max_length=200, description="None: every object")
     duration: str = Field(max_length=32, description="how long, e.g. 30m, 2h, 7d")
     comment: str = Field(default="", max_length=MAX_COMMENT)
+
+    @field_validator("rule", "object", "comment")
+    @classmethod
+    def printable(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 and c != "\t" for c in value):
+            raise ValueError("must not contain control characters (NUL, newlines …)")
+        return value
 
 
 class Silence(BaseModel):

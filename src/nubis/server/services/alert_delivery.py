@@ -85,8 +85,8 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not host:
         raise ValidationError("the webhook URL must be http:// or https:// with a host, "
                               "e.g. https://hooks.slack.com/services/…")
-    if any(c.isspace() for c in url.strip()):
-        raise ValidationError("the webhook URL must not contain spaces")
+    if any(c.isspace() or ord(c) < 32 for c in url.strip()):
+        raise ValidationError("the webhook URL must not contain spaces or control characters")
     shown = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
     return shown + ("/…" if parts.path.strip("/") or parts.query else "")
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pydantic
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nubis.errors import ValidationError
 from nubis.models.alerts import MAX_COMMENT, SilenceRequest
 from nubis.server.console.auth import Page, Writer
 from nubis.server.console.responses import ConsoleRoute
@@ -41,8 +43,12 @@ async def create_silence(page: Writer, session: Session,
                          rule: Annotated[str, Form(max_length=64)] = "",
                          object: Annotated[str, Form(max_length=200)] = "",
                          comment: Annotated[str, Form(max_length=MAX_COMMENT)] = "") -> Response:
-    request = SilenceRequest(rule=rule.strip() or None, object=object.strip() or None,
-                             duration=duration.strip(), comment=comment.strip())
+    try:
+        request = SilenceRequest(rule=rule.strip() or None, object=object.strip() or None,
+                                 duration=duration.strip(), comment=comment.strip())
+    except pydantic.ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValidationError(f"invalid silence: {fields}") from None
     await alerts.create_silence(session, page.caller, request)
     return RedirectResponse("/alerts", status_code=303)
 
