@@ -142,6 +142,8 @@ async def test_silences_are_the_workspaces_own(quiet_platform: Platform) -> None
     assert (await p.http.get(f"{API}/silences", headers=p.auth(other))).json() == []
     r = await p.http.delete(f"{API}/silences/{made['id']}", headers=p.auth(other))
     assert r.status_code == 404
+    for odd in ("a%00b", "x" * 64, "%E2%9C%93"):
+        assert (await p.http.delete(f"{API}/silences/{odd}", headers=p.auth(member))).status_code == 404, odd
     listed = (await p.http.get(f"{API}/silences", headers=p.auth(viewer))).json()
     assert [s["id"] for s in listed] == [made["id"]]
     assert (await p.http.delete(f"{API}/silences/{made['id']}", headers=p.auth(member))).status_code == 204

@@ -153,7 +153,7 @@ async def list_silences(session: AsyncSession, caller: Caller) -> list[Silence]:
 
 
 async def delete_silence(session: AsyncSession, caller: Caller, silence_id: str) -> None:
-    row = await session.get(AlertSilenceRow, silence_id[:32])
+    row = await session.get(AlertSilenceRow, silence_id) if silence_id.isalnum() else None
     if row is None or row.workspace_id != caller.workspace_id:
         raise NotFoundError(f"silence {silence_id[:40]!r} not found in workspace {caller.workspace!r}")
     await session.delete(row)
