@@ -151,7 +151,8 @@ def traffic(history: MetricStore, workspace: str, name: str, *, window: float, n
 
 
 def snapshot_of(loaded: Loaded, history: MetricStore, *, disks: Sequence[DiskFacts],
-                storage_quotas: Sequence[QuotaFacts], now: float) -> Snapshot:
+                storage_quotas: Sequence[QuotaFacts], now: float,
+                history_since: float | None = None) -> Snapshot:
     settings = {ws: effective(loaded.overrides.get(ws, {})) for ws in loaded.workspaces}
     platform = next((w.id for w in loaded.workspaces.values() if w.name == DEFAULT_WORKSPACE),
                     next(iter(loaded.workspaces), ""))
@@ -171,7 +172,7 @@ def snapshot_of(loaded: Loaded, history: MetricStore, *, disks: Sequence[DiskFac
             for j in loaded.failed_jobs if j.finished_at is not None]
     return Snapshot(platform_workspace_id=platform, settings=settings, deployments=deployments,
                     failed_jobs=jobs, nodes=loaded.nodes, quotas=[*loaded.quotas, *storage_quotas],
-                    disks=disks)
+                    disks=disks, history_since=history_since)
 
 
 def silencer(silences: Sequence[AlertSilenceRow], *, now: float) -> Silenced:
@@ -196,6 +197,7 @@ class AlertEvaluator:
         self.ctx = ctx
         self.interval_s = ctx.settings.alert_interval_s
         self.dispatcher = dispatcher or AlertDispatcher(ctx)
+        self.started = time.time()
 
     async def run(self) -> None:
         while True:
@@ -215,7 +217,8 @@ class AlertEvaluator:
             loaded = await load(session, now=now)
         disks = await asyncio.to_thread(disk_facts, self.ctx.settings.home, self.ctx.settings.storage)
         storage = await asyncio.to_thread(self._storage_quotas, loaded)
-        snapshot = snapshot_of(loaded, self.ctx.history, disks=disks, storage_quotas=storage, now=now)
+        snapshot = snapshot_of(loaded, self.ctx.history, disks=disks, storage_quotas=storage, now=now,
+                               history_since=self.started)
         step = advance(loaded.states, evaluate(snapshot, now=now), snapshot=snapshot,
                        silenced=silencer(loaded.silences, now=now), now=now)
         async with self.ctx.db.sessions() as session:

@@ -50,6 +50,9 @@ RULES: dict[str, RuleDefinition] = {r.name: r for r in (
                    "`free_percent` %", {**COMMON, "for": 60.0, "free_percent": 10.0}),
 )}
 PLATFORM_RULES = frozenset({"node_lost", "disk_low"})
+METRIC_RULES = frozenset({"error_rate", "latency_slo"})
+"""Read from the metric history, which a restart empties: until it covers their window, their firing
+alerts are neither confirmed nor resolved."""
 """About the whole platform: raised in the platform admin's workspace (``default``)."""
 
 
@@ -184,6 +187,8 @@ class Snapshot:
     nodes: Sequence[NodeFacts] = ()
     quotas: Sequence[QuotaFacts] = ()
     disks: Sequence[DiskFacts] = ()
+    history_since: float | None = None
+    """When the metric history started filling (it is in memory: the control plane's start)."""
 
     def rule(self, workspace_id: str, rule: str) -> Mapping[str, Any]:
         return self.settings.get(workspace_id, {}).get(rule) or RULES[rule].defaults
@@ -332,7 +337,7 @@ def advance(states: Iterable[AlertRecord], findings: Iterable[Finding], *, snaps
         _holds(step, current.get((f.workspace_id, f.key)), f, snapshot.rule(f.workspace_id, f.rule),
                silenced, now)
     for k, a in current.items():
-        if k in seen:
+        if k in seen or _blind(snapshot, a, now):
             continue
         if a.state == "pending":
             step.removed.append(a)
@@ -344,6 +349,15 @@ def advance(states: Iterable[AlertRecord], findings: Iterable[Finding], *, snaps
         elif a.state == "resolved" and now - a.since > RESOLVED_KEPT_S:
             step.removed.append(a)
     return step
+
+
+def _blind(snapshot: Snapshot, a: AlertRecord, now: float) -> bool:
+    """A metric rule's alert still firing from before a restart, while the history is shorter than
+    the rule's window: its absence from the findings says nothing yet."""
+    since = snapshot.history_since
+    if a.rule not in METRIC_RULES or a.state != "firing" or since is None or a.since >= since:
+        return False
+    return now - since < snapshot.rule(a.workspace_id, a.rule)["window"]
 
 
 def _holds(step: Step, a: AlertRecord | None, f: Finding, rule: Mapping[str, Any], silenced: Silenced,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -183,3 +184,17 @@ def test_settings_read_durations_numbers_and_booleans() -> None:
     assert parse_setting("error_rate", "for", "0s") == 0
     assert parse_setting("latency_slo", "p95_ms", "250") == 250
     assert parse_setting("disk_low", "enabled", "off") is False
+
+
+def test_after_a_restart_a_metric_alert_is_not_resolved_before_the_history_covers_its_window() -> None:
+    before = AlertRecord(WS, "error_rate/api", "error_rate", "api", "firing", since=100, summary="5xx",
+                         started_at=100, last_notified_at=100)
+    crash = replace(before, key="crash_loop/api", rule="crash_loop")
+    restarted = replace(snap(), history_since=1000)  # the control plane started again at 1000
+    step = advance([before, crash], [], snapshot=restarted, silenced=never, now=1010)
+    assert [(n.status, n.alert.key) for n in step.notifications] == [("resolved", "crash_loop/api")]
+    step = advance([before], [], snapshot=restarted, silenced=never, now=1000 + 300)  # a whole window
+    assert [(n.status, n.alert.key) for n in step.notifications] == [("resolved", "error_rate/api")]
+    fired_since = replace(before, since=1005, started_at=1005)  # fired on the new history: it can resolve
+    step = advance([fired_since], [], snapshot=restarted, silenced=never, now=1010)
+    assert [n.status for n in step.notifications] == ["resolved"]
