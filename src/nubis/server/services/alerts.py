@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nubis.errors import NotFoundError, ValidationError
@@ -196,27 +196,27 @@ async def has_webhook(session: AsyncSession, caller: Caller) -> bool:
     return await _webhook_row(session, caller) is not None
 
 
-async def get_webhook_or_raise(session: AsyncSession, caller: Caller) -> Webhook:
+async def _webhook_row_or_raise(session: AsyncSession, caller: Caller) -> AlertWebhookRow:
     row = await _webhook_row(session, caller)
     if row is None:
         raise NotFoundError(f"workspace {caller.workspace!r} has no alert webhook: "
                             "set one with `nubis alert webhook set URL`")
-    return _webhook(row)
+    return row
+
+
+async def get_webhook_or_raise(session: AsyncSession, caller: Caller) -> Webhook:
+    return _webhook(await _webhook_row_or_raise(session, caller))
 
 
 async def delete_webhook(session: AsyncSession, caller: Caller) -> None:
-    await get_webhook_or_raise(session, caller)
-    await session.execute(delete(AlertWebhookRow).where(AlertWebhookRow.workspace_id == caller.workspace_id))
+    await session.delete(await _webhook_row_or_raise(session, caller))
     audit.record(session, caller, "alert.webhook.delete", caller.workspace)
     await session.commit()
 
 
 async def test_webhook(session: AsyncSession, ctx: ServerContext, caller: Caller) -> AlertTestResult:
     """One signed test notification now (no retries), logged like any delivery."""
-    row = await _webhook_row(session, caller)
-    if row is None:
-        await get_webhook_or_raise(session, caller)
-    target = open_target(ctx.box, row)
+    target = open_target(ctx.box, await _webhook_row_or_raise(session, caller))
     await session.close()  # no connection held while the receiver answers
     message = Message(workspace_id=caller.workspace_id, workspace=caller.workspace, status="test",
                       rule="test", object="webhook", key="test/webhook",
