@@ -8,7 +8,7 @@ Unknown fields are ignored so that an older gateway keeps working with a newer c
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -86,16 +86,22 @@ class RoutingTable(BaseModel):
         return self
 
 
+MAX_REPORTED = 10**9
+"""A bound on each count of a load report (a gateway reports each second): the control plane keeps
+them in 32-bit counters."""
+
+
 class DeploymentLoad(BaseModel):
     """One deployment's load as one gateway saw it (input to the autoscaling policy)."""
 
     workspace: str
     name: str
-    in_flight: int = Field(description="requests being served by a replica now")
-    queued: int = Field(description="requests held waiting for a ready replica (demand)")
-    requests: int = Field(description="requests finished since the previous report")
-    errors: int = Field(default=0, ge=0, description="of those, answered with a 5xx status")
-    latency_counts: list[int] = Field(
+    in_flight: int = Field(ge=0, le=MAX_REPORTED, description="requests being served by a replica now")
+    queued: int = Field(ge=0, le=MAX_REPORTED,
+                        description="requests held waiting for a ready replica (demand)")
+    requests: int = Field(ge=0, le=MAX_REPORTED, description="requests finished since the previous report")
+    errors: int = Field(default=0, ge=0, le=MAX_REPORTED, description="of those, answered with a 5xx status")
+    latency_counts: list[Annotated[int, Field(ge=0, le=MAX_REPORTED)]] = Field(
         default_factory=list, max_length=len(REPORT_LATENCY_BOUNDS_S) + 1,
         description="of those, how many took at most each of REPORT_LATENCY_BOUNDS_S seconds (not "
                     "cumulative), then the slower ones; empty from a gateway that does not count them",

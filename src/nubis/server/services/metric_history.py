@@ -24,6 +24,7 @@ SLOTS = 24 * 3600 // STEP_S
 BUCKETS = len(REPORT_LATENCY_BOUNDS_S) + 1
 COLUMNS = 2 + BUCKETS  # requests, 5xx, then the latency buckets
 REQUESTS, ERRORS = 0, 1
+COUNT_MAX = 2**32 - 1
 MAX_POINTS = 1000
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
@@ -42,7 +43,8 @@ class Series:
             self.stamps[slot] = step
             base = slot * COLUMNS
             self.counts[base:base + COLUMNS] = array("I", [0]) * COLUMNS
-        self.counts[slot * COLUMNS + column] += amount
+        at = slot * COLUMNS + column
+        self.counts[at] = min(self.counts[at] + amount, COUNT_MAX)  # 32-bit: saturate, never overflow
         self.last_step = max(self.last_step, step)
 
     def row(self, step: int) -> list[int] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pydantic
 import pytest
 
 from nubis.errors import ValidationError
@@ -120,3 +121,15 @@ def test_totals_sum_a_window_across_gaps_and_the_rings_end() -> None:
     assert store.totals("default", "echo", since_s=30, now=now)[:2] == [9 + 11, 2]
     assert store.totals("default", "echo", since_s=60, now=now + SLOTS * STEP_S) is None  # a lap later
     assert store.totals("default", "other", since_s=60, now=now) is None
+
+
+def test_reports_are_bounded_and_counts_saturate_instead_of_overflowing() -> None:
+    for bad in ({"requests": -1}, {"in_flight": -1}, {"requests": 10**9 + 1}, {"latency_counts": [-1]}):
+        with pytest.raises(pydantic.ValidationError):
+            DeploymentLoad.model_validate({"workspace": "w", "name": "n", "in_flight": 0, "queued": 0,
+                                           "requests": 1} | bad)
+    store = MetricStore()
+    for _ in range(5):  # five gateways' reports in one step: more than 32 bits hold
+        store.record(report(10**9), now=T0 + 1)
+    [point] = store.history("default", "echo", since_s=10, step_s=10, now=T0 + 9).points
+    assert point.requests_per_s == (2**32 - 1) / STEP_S
