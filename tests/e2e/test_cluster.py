@@ -6,6 +6,8 @@ takes a node away."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -200,6 +202,29 @@ def test_a_rank_exiting_1_stops_the_gang_and_it_is_retried(cluster: Cluster) -> 
     until(lambda: nubis_ray_objects(job["id"]) == [], "the gang's actors and group removed")
 
 
+def trainer_pids(job_id: str, attempt: int) -> list[int]:
+    """The trainer processes of one attempt of a job, on every simulated node (they share this host)."""
+    marker = f"NUBIS_REPLICA_ID={job_id}-{attempt}-".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+            environ = (entry / "environ").read_bytes() if b"nubis.train.tasks" in cmdline else b""
+        except OSError:
+            continue
+        if any(v.startswith(marker) for v in environ.split(b"\0")):
+            found.append(int(entry.name))
+    return found
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:  # its node is gone, and it with it
+            pass
+
+
 def test_a_lost_node_s_replica_moves_and_its_gang_resumes_from_the_checkpoint(cluster: Cluster) -> None:
     replicas = cluster.json("deployment", "get", "echo")["replicas"]
     lost = cluster.ray.node_id("gpu-b")
@@ -210,19 +235,28 @@ def test_a_lost_node_s_replica_moves_and_its_gang_resumes_from_the_checkpoint(cl
     job = until(lambda: (j := cluster.json("job", "get", name))["metrics"].get("epoch", 0) >= 4 and j,
                 "the trainer passes epoch 4", timeout=300)
     assert lost in {w["node"] for w in job["worker_status"]}  # one worker per node: one on gpu-b
-    cluster.ray.add("gpu-c", num_cpus=2, num_gpus=2)  # where the replica and the worker can go
-    load = Load(f"{cluster.platform.gateway_url}/default/echo/echo",
-                {"authorization": f"Bearer {cluster.platform.admin_token}"})
-    with load.running(threads=2):
-        cluster.ray.remove("gpu-b", graceful=False)
+    # The gang is held still until its node is gone: on a quiet machine the last epochs ran out before
+    # the new node had started, and the job ended on attempt 1 with nothing to resume.
+    frozen = trainer_pids(job["id"], attempt=1)
+    assert len(frozen) == 3, frozen
+    signal_all(frozen, signal.SIGSTOP)
+    try:
+        cluster.ray.add("gpu-c", num_cpus=2, num_gpus=2)  # where the replica and the worker can go
+        load = Load(f"{cluster.platform.gateway_url}/default/echo/echo",
+                    {"authorization": f"Bearer {cluster.platform.admin_token}"})
+        with load.running(threads=2):
+            cluster.ray.remove("gpu-b", graceful=False)
+            signal_all(frozen, signal.SIGCONT)
 
-        def replaced() -> bool:
-            now = cluster.json("deployment", "get", "echo")["replicas"]
-            ready = [r for r in now if r["status"] == "ready"]
-            return len(ready) == 2 and lost not in {r["node"] for r in ready}
+            def replaced() -> bool:
+                now = cluster.json("deployment", "get", "echo")["replicas"]
+                ready = [r for r in now if r["status"] == "ready"]
+                return len(ready) == 2 and lost not in {r["node"] for r in ready}
 
-        until(replaced, "two ready replicas, none on the lost node")
-        assert load.served_during(1) > 0
+            until(replaced, "two ready replicas, none on the lost node")
+            assert load.served_during(1) > 0
+    finally:
+        signal_all(frozen, signal.SIGCONT)
     node = cluster.json("node", "get", lost[:12])
     assert node["alive"] is False
     assert [e["kind"] for e in node["events"]][-1] == "lost"

@@ -28,7 +28,9 @@ t = __import__("torch").ones(1)
 dist.all_reduce(t)
 assert t.item() == 2.0
 dist.destroy_process_group()
-print("ENV " + json.dumps(env, sort_keys=True), flush=True)
+# one write of the whole line: under torchrun both ranks share one pipe, and print's two writes
+# (text, then newline, when PYTHONUNBUFFERED is set) once interleaved into "ENV {..}ENV {..}"
+os.write(1, ("ENV " + json.dumps(env, sort_keys=True) + "\\n").encode())
 """
 
 # In a nubis worker only. NUBIS_* is the platform's own (job, attempt, storage, token, folders).
