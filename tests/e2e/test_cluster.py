@@ -5,6 +5,7 @@ takes a node away."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -219,10 +220,8 @@ def trainer_pids(job_id: str, attempt: int) -> list[int]:
 
 def signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # its node is gone, and it with it
             os.kill(pid, sig)
-        except ProcessLookupError:  # its node is gone, and it with it
-            pass
 
 
 def test_a_lost_node_s_replica_moves_and_its_gang_resumes_from_the_checkpoint(cluster: Cluster) -> None:
