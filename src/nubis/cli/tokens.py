@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import typer
 
 from nubis.cli import render
 from nubis.client.client import Client
-from nubis.errors import BadRequestError
 from nubis.models.auth import Role
+from nubis.models.durations import parse_duration
 
 app = typer.Typer(help="API tokens: shown once, stored hashed, expiring, revocable.", no_args_is_help=True)
 Output = Annotated[str, typer.Option("--output", "-o", help=render.OUTPUT_HELP)]
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> int:
-    """``30d`` → seconds; units s, m, h, d, w."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise BadRequestError(f"cannot read duration {text!r}: use e.g. 12h, 30d, 4w")
-    return int(match.group(1)) * _SECONDS[match.group(2)]
-
-
 @app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="a label for the token")] = "token",
@@ -39,7 +26,8 @@ def create(
     with Client() as client:
         created = client.tokens.create(
             name, role=role, workspace=workspace,
-            expires_in_seconds=parse_duration(expires) if expires else None, deployment=deployment,
+            expires_in_seconds=round(parse_duration(expires, name="--expires", low=1)) if expires else None,
+            deployment=deployment,
         )
     if render.check_output(output) == "json":
         render.as_json(created.model_dump(mode="json"))

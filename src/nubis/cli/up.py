@@ -9,11 +9,10 @@ from typing import Annotated
 import typer
 
 from nubis.cli import render
-from nubis.cli.tokens import parse_duration
 from nubis.client.client import Client
 from nubis.client.config import Credentials, save_login
-from nubis.errors import BadRequestError
 from nubis.home import nubis_home
+from nubis.models.durations import parse_duration
 from nubis.server.main import run
 from nubis.server.settings import DEFAULT_GATEWAY_PORT, DEFAULT_PORT, ServerSettings
 
@@ -58,12 +57,10 @@ def up(
         help="the first wait before a failed webhook delivery is retried (it doubles each time)")] = "2s",
 ) -> None:
     """Start the nubis platform on this machine (Ctrl-C stops it)."""
-    backup_every_s = parse_duration(backup_every) if backup_every is not None else None
-    if backup_every_s == 0:
-        raise BadRequestError("--backup-every must be a period of at least 1s, e.g. 6h")
-    alert_interval_s, alert_retry_s = parse_duration(alert_interval), parse_duration(alert_retry)
-    if not alert_interval_s or not alert_retry_s:
-        raise BadRequestError("--alert-interval and --alert-retry must be at least 1s, e.g. 15s")
+    backup_every_s = (parse_duration(backup_every, name="--backup-every", low=1)
+                      if backup_every is not None else None)
+    alert_interval_s = parse_duration(alert_interval, name="--alert-interval", low=1)
+    alert_retry_s = parse_duration(alert_retry, name="--alert-retry", low=1)
     settings = ServerSettings(home=home or nubis_home(), host=host, port=port, db_url=db,
                               storage_url=storage, gateway_port=gateway_port, start_gateway=True,
                               trust_members=trust_members, backend=backend.value, ray_address=ray_address,

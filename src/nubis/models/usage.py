@@ -3,18 +3,16 @@ that turns them into a cost, and each workspace's quota beside what it holds now
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nubis.errors import ValidationError
+from nubis.models.durations import read_duration
 
 HOUR_S = 3600.0
 MAX_SINCE = timedelta(days=3660)
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class UsageBy(StrEnum):
@@ -99,10 +97,11 @@ def parse_since(value: str, *, now: datetime) -> datetime:
     names no zone)."""
     details = [{"field": "since", "value": value}]
     text = value.strip()
-    matched = _DURATION.match(text.lower())
+    # a bare number is no duration here: 20261101 is a date (ISO-8601's basic form)
+    seconds = None if text.replace(".", "", 1).isdigit() else read_duration(text)
     try:
-        if matched:
-            at = now - timedelta(seconds=float(matched.group(1)) * _UNIT_S[matched.group(2)])
+        if seconds is not None:
+            at = now - timedelta(seconds=seconds)
         else:
             parsed = datetime.fromisoformat(text)
             at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -8,18 +8,17 @@ on fake snapshots (see ``tests/unit/server/scheduler/test_alert_rules.py``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nubis.errors import ValidationError
+from nubis.models.durations import parse_duration
 from nubis.server.services.metric_history import percentile_ms
 
 RESOLVED_KEPT_S = 24 * 3600.0
 """A resolved alert stays listed this long, then is forgotten."""
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+MAX_DURATION_S = 365 * 86400  # a rule's for, repeat and window
 DURATION_KEYS = frozenset({"for", "repeat", "window"})
 
 
@@ -70,7 +69,8 @@ def parse_setting(rule: str, key: str, value: str | float | bool) -> float | boo
     if isinstance(value, bool):
         raise ValidationError(f"{rule}.{key} must be a number, not {value}")
     name = f"{rule}.{key}"
-    number = parse_duration(value, name=name) if key in DURATION_KEYS else _number(rule, key, value)
+    number = (parse_duration(value, name=name, high=MAX_DURATION_S) if key in DURATION_KEYS
+              else _number(rule, key, value))
     if key == "rate" and not 0 < number <= 1:
         raise ValidationError(f"{rule}.rate is a share of requests: more than 0 and at most 1, e.g. 0.05")
     if key in ("percent", "free_percent") and not 0 < number <= 100:
@@ -92,20 +92,6 @@ def _number(rule: str, key: str, value: str | float) -> float:
     if number != number or number in (float("inf"), float("-inf")) or number <= 0:
         raise ValidationError(f"{rule}.{key} must be a positive number, not {str(value)[:40]!r}")
     return number
-
-
-def parse_duration(value: str | float, *, name: str) -> float:
-    """``90s``, ``10m``, ``2h``, ``7d`` or a number of seconds (0 allowed: ``for=0s``)."""
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        found = _DURATION.match(value)
-        if found is None:
-            raise ValidationError(f"{name} must be a duration like 90s, 10m, 2h or 7d, not {value[:40]!r}")
-        seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
-    if not 0 <= seconds <= 365 * 86400:
-        raise ValidationError(f"{name} must be between 0s and 365d")
-    return seconds
 
 
 def get_rule_or_raise(rule: str) -> RuleDefinition:

@@ -24,6 +24,7 @@ from nubis.models.alerts import (
     WebhookFormat,
     WebhookSetRequest,
 )
+from nubis.models.durations import parse_duration
 from nubis.server.context import ServerContext
 from nubis.server.deps import Caller
 from nubis.server.orm import (
@@ -38,7 +39,6 @@ from nubis.server.scheduler.alerts import (
     RULES,
     effective,
     get_rule_or_raise,
-    parse_duration,
     parse_setting,
 )
 from nubis.server.services import audit
@@ -129,7 +129,7 @@ async def create_silence(session: AsyncSession, caller: Caller, request: Silence
     if request.rule is None and request.object is None:
         raise ValidationError("a silence needs a rule, an object or both (silencing everything would hide "
                               "every alert: disable the rules instead)")
-    seconds = parse_duration(request.duration, name="duration")
+    seconds = parse_duration(request.duration, name="duration", high=MAX_SILENCE.total_seconds())
     if not 0 < seconds <= MAX_SILENCE.total_seconds():
         raise ValidationError("a silence lasts more than 0s and at most 365d, e.g. 2h")
     now = utcnow()

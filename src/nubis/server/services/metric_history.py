@@ -10,12 +10,12 @@ gateway workers) add up: each reports the requests it finished since its previou
 from __future__ import annotations
 
 import math
-import re
 from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from nubis.errors import ValidationError
+from nubis.models.durations import parse_duration
 from nubis.models.metric_history import MetricHistory, MetricPoint
 from nubis.models.routes import REPORT_LATENCY_BOUNDS_S, LoadReport
 
@@ -26,8 +26,6 @@ COLUMNS = 2 + BUCKETS  # requests, 5xx, then the latency buckets
 REQUESTS, ERRORS = 0, 1
 COUNT_MAX = 2**32 - 1
 MAX_POINTS = 1000
-_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
-_UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
 
 
 @dataclass
@@ -147,15 +145,9 @@ def percentile_ms(buckets: list[int], q: float) -> float | None:
     return REPORT_LATENCY_BOUNDS_S[-1] * 1000
 
 
-def parse_duration(text: str, *, name: str = "since", most_s: float = SLOTS * STEP_S) -> float:
-    """``90s``, ``15m``, ``1h``, ``1d`` (a bare number: seconds), at least 10 s and at most 24 h."""
-    found = _SINCE.match(text)
-    if found is None:
-        raise ValidationError(f"{name} must look like 90s, 15m, 1h or 1d, not {text[:40]!r}")
-    seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
-    if not STEP_S <= seconds <= most_s:
-        raise ValidationError(f"{name} must be between {STEP_S} s and {int(most_s // 3600)} h, not {text!r}")
-    return seconds
+def parse_window(text: str, *, name: str = "since") -> float:
+    """A window of the history as users write it (``90s``, ``15m``, ``1h``): 10 s to 24 h."""
+    return parse_duration(text, name=name, low=STEP_S, high=SLOTS * STEP_S)
 
 
 def default_step(since_s: float) -> float:
@@ -173,6 +165,6 @@ def check_step(step_s: float, since_s: float) -> float:
 def query(store: MetricStore, workspace: str, name: str, *, since: str, step: str | None,
           now: float) -> MetricHistory:
     """``since`` and ``step`` as users write them (``1h``, ``60s``), checked."""
-    since_s = parse_duration(since)
-    step_s = check_step(parse_duration(step, name="step") if step else default_step(since_s), since_s)
+    since_s = parse_window(since)
+    step_s = check_step(parse_window(step, name="step") if step else default_step(since_s), since_s)
     return store.history(workspace, name, since_s=since_s, step_s=step_s, now=now)

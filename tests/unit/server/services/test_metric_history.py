@@ -15,7 +15,7 @@ from nubis.server.services.metric_history import (
     STEP_S,
     MetricStore,
     default_step,
-    parse_duration,
+    parse_window,
     percentile_ms,
 )
 
@@ -93,13 +93,13 @@ def test_percentiles_interpolate_within_the_bucket() -> None:
 @pytest.mark.parametrize(("text", "seconds"),
                          [("1h", 3600), ("15m", 900), ("90s", 90), ("90", 90), ("1d", 86400)])
 def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+    assert parse_window(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "1w", "2d", "5s", "-1h", "h"])
 def test_bad_durations_are_refused_with_the_forms_that_work(text: str) -> None:
     with pytest.raises(ValidationError):
-        parse_duration(text)
+        parse_window(text)
 
 
 def test_default_step_keeps_about_120_points() -> None:
