@@ -1,8 +1,10 @@
 """Alerts as a user drives them: a real `nubis up --alert-interval 2s`, `nubis alert …`, and a webhook
 receiver on 127.0.0.1. A crash-looping deployment is notified once firing and once resolved (after an
 update fixes it), signed; an always-500 handler fires error_rate within two evaluation intervals of
-the minimum number of requests; a silence holds a notification back until it is deleted; a receiver
-that is down gets retries and `nubis alert deliveries` says so. The tests run in file order."""
+the minimum number of requests; a silence holds a notification back until it is deleted; a failed
+job, a slow handler (latency_slo), a storage quota near full and a disk below its threshold are each
+notified, signed; a receiver that is down gets retries and `nubis alert deliveries` says so. The
+tests run in file order."""
 
 from __future__ import annotations
 
@@ -160,6 +162,72 @@ def test_a_silence_holds_the_notification_until_it_is_deleted(
     assert firing.json["status"] == "firing"
     ok(platform.cli("deployment", "delete", "crashy2", "--yes"))
     until(lambda: notified(receiver, "crash_loop", "crashy2", "resolved"), 60, "resolved once deleted")
+
+
+def test_a_failed_job_is_notified_with_its_reason(
+        platform: PlatformProcess, receiver: WebhookReceiver, secret: str) -> None:
+    ok(platform.cli("job", "submit", "--name", "broken", "--no-code", "--cpu", "0.1", "--memory", "64Mi",
+                    "--", "python", "-c", "raise SystemExit(3)"))
+    [firing] = until(lambda: notified(receiver, "job_failed", "broken"), 90, "a job_failed notification")
+    assert verify(secret, firing.headers["X-Nubis-Signature"], firing.body)
+    assert firing.json["status"] == "firing" and "exited with code 3" in firing.json["summary"]
+    job = json.loads(ok(platform.cli("job", "get", "broken", "--output", "json")))
+    assert firing.json["details"]["job_id"] == job["id"] and job["status"] == "failed"
+
+
+def test_a_slow_handler_fires_latency_slo(
+        platform: PlatformProcess, receiver: WebhookReceiver, secret: str, tmp_path: Path) -> None:
+    slow = photon(tmp_path, "slow", body='__import__("time").sleep(0.3); return "late"')
+    ok(platform.cli("photon", "push", str(slow)))
+    ok(platform.cli("deploy", "slow:1", "--name", "slow"))
+    ok(platform.cli("alert", "rules", "set", "latency_slo", "p95_ms=100", "min_requests=5", "for=0s"))
+    auth = {"authorization": f"Bearer {platform.admin_token}"}
+    for _ in range(5):
+        assert httpx.post(f"{platform.gateway_url}/default/slow/hello", json={}, headers=auth,
+                          timeout=30).status_code == 200
+    [firing] = until(lambda: notified(receiver, "latency_slo", "slow"), 60, "a latency_slo notification")
+    assert verify(secret, firing.headers["X-Nubis-Signature"], firing.body)
+    details = firing.json["details"]
+    assert details["requests"] == 5 and details["p95_ms"] >= 300 and details["target_ms"] == 100
+    ok(platform.cli("alert", "rules", "reset", "latency_slo", "p95_ms", "min_requests", "for"))
+    until(lambda: notified(receiver, "latency_slo", "slow", "resolved"), 60,
+          "resolved under the default target")
+    ok(platform.cli("deployment", "delete", "slow", "--yes"))
+
+
+def test_a_storage_quota_near_full_fires_and_resolves_when_files_go(
+        platform: PlatformProcess, receiver: WebhookReceiver, secret: str, tmp_path: Path) -> None:
+    ok(platform.cli("alert", "rules", "set", "quota_near_full", "for=0s"))
+    ok(platform.cli("workspace", "quota", "default", "1Mi"))
+    try:
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"x" * 980_000)  # 93% of 1 MiB
+        ok(platform.cli("storage", "put", str(big), "alerts/big.bin"))
+        [firing] = until(lambda: notified(receiver, "quota_near_full", "storage"), 60,
+                         "a quota_near_full notification")
+        assert verify(secret, firing.headers["X-Nubis-Signature"], firing.body)
+        assert firing.json["details"]["percent"] >= 90 and firing.json["details"]["quota"] == 2**20
+        ok(platform.cli("storage", "rm", "alerts/big.bin"))
+        until(lambda: notified(receiver, "quota_near_full", "storage", "resolved"), 60,
+              "resolved once the file is gone")
+    finally:
+        ok(platform.cli("workspace", "quota", "default", "none"))
+        ok(platform.cli("alert", "rules", "reset", "quota_near_full", "for"))
+
+
+def test_disk_low_fires_on_the_platforms_folders_and_resolves(
+        platform: PlatformProcess, receiver: WebhookReceiver, secret: str) -> None:
+    # no disk is that free
+    ok(platform.cli("alert", "rules", "set", "disk_low", "free_percent=100", "for=0s"))
+    try:
+        fired = until(lambda: [r for r in receiver.received if r.json.get("rule") == "disk_low"], 60,
+                      "a disk_low notification")
+        assert verify(secret, fired[0].headers["X-Nubis-Signature"], fired[0].body)
+        assert fired[0].json["workspace"] == "default" and fired[0].json["details"]["free_bytes"] > 0
+    finally:
+        ok(platform.cli("alert", "rules", "reset", "disk_low", "free_percent", "for"))
+    obj = fired[0].json["object"]
+    until(lambda: notified(receiver, "disk_low", obj, "resolved"), 60, "resolved at the default threshold")
 
 
 def test_a_receiver_that_is_down_gets_retries_and_the_log_says_so(platform: PlatformProcess) -> None:
