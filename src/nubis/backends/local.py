@@ -55,6 +55,7 @@ from nubis.backends.local_processes import (
 from nubis.backends.local_venvs import VirtualenvCache
 from nubis.backends.sandbox import Sandbox
 from nubis.errors import BundleError
+from nubis.http_clients import async_client
 from nubis.photon.bundle import read_manifest, verified_hash
 from nubis.photon.runtime import REPLICA_KEY_ENV
 
@@ -338,7 +339,7 @@ async def readyz(endpoint: str | None) -> bool:
     if endpoint is None:
         return False
     try:
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+        async with async_client(timeout=PROBE_TIMEOUT_S) as client:
             return (await client.get(f"{endpoint}/readyz")).status_code == 200
     except httpx.HTTPError:
         return False

@@ -12,6 +12,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from nubis.http_clients import async_client
 from nubis.server.console.live import sse
 
 TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
@@ -64,7 +65,7 @@ async def relay(endpoint: str, model: str, request: ChatRequest, token: str) -> 
     body = {"model": model, "stream": True, "messages": [m.model_dump() for m in request.messages]}
     headers = {"authorization": f"Bearer {token}"}
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT) as http, \
+        async with async_client(timeout=TIMEOUT) as http, \
                 http.stream("POST", f"{endpoint}/v1/chat/completions", json=body, headers=headers) as r:
             if r.status_code != 200:
                 yield sse("failed", json.dumps(upstream_error(r.status_code, await r.aread())))

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from nubis.errors import ValidationError
+from nubis.http_clients import async_client
 from nubis.models.photons import HandlerInfo
 
 CALL_TIMEOUT_S = 60.0
@@ -94,7 +95,7 @@ async def call(handler: HandlerInfo, url: str, body: str, token: str) -> CallRes
         payload = json.loads(body or "{}")
     except ValueError as exc:
         raise ValidationError(f"the body is not JSON: {exc}") from exc
-    async with httpx.AsyncClient(timeout=CALL_TIMEOUT_S) as http:
+    async with async_client(timeout=CALL_TIMEOUT_S) as http:
         try:
             if handler.method == "GET":
                 r = await http.get(url, headers=headers)

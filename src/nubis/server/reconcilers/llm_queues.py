@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from nubis.http_clients import async_client
 from nubis.models.deployments import AutoscalingSpec
 from nubis.photon.runtime import REPLICA_KEY_HEADER
 from nubis.server.scheduler.autoscaling import LoadSample, queue_load
@@ -102,7 +103,7 @@ class QueueSampler:
         due = {d: w for d, w in wanted.items() if now - self._last.get(d, -1e18) >= self.interval_s}
         if not due:
             return
-        async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S) as client:
+        async with async_client(timeout=SCRAPE_TIMEOUT_S) as client:
             readings = await asyncio.gather(*(
                 asyncio.gather(*(read_queue(client, t) for t in targets)) for _, targets in due.values()))
         for (deployment_id, (spec, targets)), found in zip(due.items(), readings, strict=True):

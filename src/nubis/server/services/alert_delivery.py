@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
 from nubis.errors import NubisError, ValidationError
+from nubis.http_clients import async_client
 from nubis.models.alerts import WebhookFormat
 from nubis.server.context import ServerContext
 from nubis.server.orm import AlertDeliveryRow, AlertWebhookRow, new_id
@@ -159,7 +160,7 @@ def logged(message: Message, attempt_no: int, result: Attempt) -> AlertDeliveryR
 
 def http_client() -> httpx.AsyncClient:
     """No redirects followed (a receiver cannot bounce a signed body elsewhere), no env proxies."""
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=TIMEOUT_S)
+    return async_client(follow_redirects=False, trust_env=False, timeout=TIMEOUT_S)
 
 
 class AlertDispatcher:
