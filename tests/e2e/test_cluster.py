@@ -261,6 +261,9 @@ def test_a_lost_node_s_replica_moves_and_its_gang_resumes_from_the_checkpoint(cl
     assert [e["kind"] for e in node["events"]][-1] == "lost"
     events = cluster.json("deployment", "events", "echo")
     assert any("its node was lost" in e["message"] for e in events), events
+    fired = until(lambda: [a for a in cluster.json("alert", "list") if a["rule"] == "node_lost"],
+                  "the node_lost alert (evaluated every 15 s)", timeout=60)
+    assert [(a["object"], a["state"]) for a in fired] == [(lost, "firing")], fired
 
     done = job_end(cluster, job["name"])
     assert done["status"] == "succeeded", done["reason"]
