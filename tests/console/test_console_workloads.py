@@ -219,6 +219,10 @@ def test_secrets_workspaces_photons_and_audit_pages(
     expect(page.locator("#audit")).to_contain_text("workspace.create")
     expect(page.locator("#audit")).to_contain_text("secret.set")
     console.screenshots("audit")
+    console.go("/usage?by=job&all=true")
+    expect(page.locator("#usage")).to_contain_text("CPU-hours")
+    expect(page.locator("#quotas")).to_contain_text("team-a")
+    console.screenshots("usage")
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ NAV = (
     NavItem("Tokens", "/tokens"),
     NavItem("Nodes", "/nodes"),
     NavItem("Alerts", "/alerts"),
+    NavItem("Usage", "/usage"),
     NavItem("Workspaces", "/workspaces", needs=Permission.manage, superuser=True),
     NavItem("Audit", "/audit", needs=Permission.manage),
 )
