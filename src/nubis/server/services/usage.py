@@ -219,19 +219,19 @@ async def get_usage(session: AsyncSession, caller: Caller, *, since: datetime, b
         raise ForbiddenError("only the platform admin token can read every workspace's usage; "
                              "leave out all_workspaces for your own")
     until = now or utcnow()
-    query = (select(UsageIntervalRow, WorkspaceRow.name)
-             .join(WorkspaceRow, WorkspaceRow.id == UsageIntervalRow.workspace_id)
-             .where(UsageIntervalRow.started_at < until,
-                    UsageIntervalRow.stopped_at.is_(None) | (UsageIntervalRow.stopped_at > since)))
+    r = UsageIntervalRow  # columns, not ORM objects: a month of intervals loads several times faster
+    query = (select(WorkspaceRow.name, r.kind, r.object_name, r.cpu, r.memory_gib, r.gpu, r.started_at,
+                    r.stopped_at)
+             .join(WorkspaceRow, WorkspaceRow.id == r.workspace_id)
+             .where(r.started_at < until, r.stopped_at.is_(None) | (r.stopped_at > since)))
     if not all_workspaces:
-        query = query.where(UsageIntervalRow.workspace_id == caller.workspace_id)
+        query = query.where(r.workspace_id == caller.workspace_id)
     if by != UsageBy.workspace:
         kind = UsageKind.replica if by == UsageBy.deployment else UsageKind.job
-        query = query.where(UsageIntervalRow.kind == kind.value)
-    intervals = [Interval(workspace=ws, kind=UsageKind(r.kind), name=r.object_name, cpu=r.cpu,
-                          memory_gib=r.memory_gib, gpu=r.gpu, started_at=r.started_at,
-                          stopped_at=r.stopped_at)
-                 for r, ws in (await session.execute(query)).all()]
+        query = query.where(r.kind == kind.value)
+    found = (await session.execute(query)).all()
+    intervals = [Interval(ws, UsageKind(k), name, cpu, memory_gib, gpu, started, stopped)
+                 for ws, k, name, cpu, memory_gib, gpu, started, stopped in found]
     rows, total = summarize(intervals, since=since, until=until, by=by, daily=daily, prices=prices)
     return Usage(since=since, until=until, by=by, daily=daily, rows=rows, total=total,
                  quotas=await quota_use(session, None if all_workspaces else caller.workspace_id))
