@@ -5,11 +5,13 @@
 
 Seeds a real platform's database through the services (the same functions the API calls): 1,000
 jobs (most finished: succeeded, failed, cancelled; 40 left queued behind a CPU quota, with their
-reason), 10,000 job events, per-epoch metrics on 100 of them; then starts `nubis up` on it and adds,
-through the SDK, 100 deployments of the echo photon (min 0 replicas: none starts), 20 secrets,
-20 tokens and 300 files in storage. It logs in to the console with the admin token (a session
-cookie, as a browser does) and times every page over real HTTP on loopback: the time to the last
-byte of the page, median and p95. Weight: the bytes of the scripts and style sheets the page links.
+reason), 10,000 job events, per-epoch metrics on 100 of them, and 4,000 usage intervals (two
+workers per job, 20 replica starts per deployment, as the reconcilers write them); then starts
+`nubis up` on it and adds, through the SDK, 100 deployments of the echo photon (min 0 replicas:
+none starts), 20 secrets, 20 tokens and 300 files in storage. It logs in to the console with the
+admin token (a session cookie, as a browser does) and times every page over real HTTP on loopback:
+the time to the last byte of the page, median and p95. Weight: the bytes of the scripts and style
+sheets the page links.
 Target (the console issue): p95 < 300 ms for every page.
 """
 
@@ -21,6 +23,7 @@ import re
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -39,12 +42,13 @@ from nubis.models.resources import Resources
 from nubis.models.workspaces import QuotaRequest
 from nubis.server.app import build_context, prepare
 from nubis.server.deps import Caller, caller_of
-from nubis.server.orm import JobRow, TokenRow, WorkspaceRow
+from nubis.server.orm import JobRow, TokenRow, UsageIntervalRow, WorkspaceRow
 from nubis.server.services import jobs, workspaces
 from nubis.server.settings import ServerSettings
 
 JOBS, QUEUED, EVENTS_PER_JOB, WITH_METRICS, EPOCHS = 1000, 40, 10, 100, 20
 DEPLOYMENTS, SECRETS, TOKENS, FILES = 100, 20, 20, 300
+WORKERS, REPLICA_STARTS = 2, 20  # usage intervals: per job, and per deployment over the last 30 days
 TARGET_P95_MS = 300.0
 ENDINGS = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 ASSET = re.compile(r'<(?:script[^>]*\ssrc|link[^>]*\srel="stylesheet"[^>]*\shref)="([^"]+)"')
@@ -73,8 +77,24 @@ async def seed_jobs(home: Path) -> None:
                 await _finish(session, caller, row, i)
             await workspaces.set_quota(session, caller, workspaces.DEFAULT_WORKSPACE,
                                        QuotaRequest(cpu_quota=0.5))
+            seed_usage(session, caller.workspace_id)
+            await session.commit()
     finally:
         await ctx.db.dispose()
+
+
+def seed_usage(session: AsyncSession, workspace_id: str) -> None:
+    """Usage intervals as the reconcilers write them over the last 30 days: each job's workers, and
+    each deployment's replicas started ``REPLICA_STARTS`` times; each held for up to 6 hours."""
+    now = datetime.now(UTC)
+    units = [("job", f"train-{i:04d}") for i in range(JOBS) for _ in range(WORKERS)]
+    units += [("replica", f"echo-{d:03d}") for d in range(DEPLOYMENTS) for _ in range(REPLICA_STARTS)]
+    for i, (kind, name) in enumerate(units):
+        started = now - timedelta(days=30) + timedelta(seconds=i * 30 * 86400 / len(units))
+        session.add(UsageIntervalRow(
+            workspace_id=workspace_id, kind=kind, object_name=name, object_id=f"id-{name}",
+            unit_id=f"{name}-{i}", node="local", cpu=1.0, memory_gib=2.0, gpu=0, started_at=started,
+            stopped_at=min(now, started + timedelta(minutes=i % 360))))
 
 
 async def _finish(session: AsyncSession, caller: Caller, row: JobRow, i: int) -> None:
@@ -143,6 +163,8 @@ def pages(job: str) -> list[tuple[str, str]]:
         ("workspaces", "/workspaces"),
         ("audit", "/audit"),
         ("audit, page 5", "/audit?page=5"),
+        ("usage", "/usage"),
+        ("usage by job, daily", "/usage?by=job&daily=true"),
     ]
 
 
