@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +67,8 @@ class Attempt:
     status_code: int | None
     error: str | None
     elapsed_ms: float
+    refused: bool = False
+    """Not sent: the host is an address no webhook may reach (never retried)."""
 
     @property
     def ok(self) -> bool:
@@ -72,7 +76,38 @@ class Attempt:
 
     @property
     def retryable(self) -> bool:
+        if self.refused:
+            return False
         return self.status_code is None or self.status_code in (408, 425, 429) or self.status_code >= 500
+
+
+METADATA_V6 = ipaddress.ip_network("fd00:ec2::254/128")  # AWS's instance metadata over IPv6
+
+
+def unreachable_address(address: str) -> bool:
+    """An address no webhook may reach: link-local (cloud instance metadata at 169.254.169.254, where
+    a workspace admin's URL could read the host's credentials through the control plane),
+    unspecified, multicast or reserved. Loopback and private networks stay allowed: receivers on
+    the same host or LAN are what self-hosted teams run (Mattermost, an internal relay)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:  # ::1 lies in IPv6's reserved ::/8
+        return False
+    return ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved or ip in METADATA_V6
+
+
+async def refused_host(host: str, port: int | None) -> str | None:
+    """Why ``host`` is refused (it is, or resolves to, an unreachable address), or None. Resolved
+    again before every delivery: a name can point elsewhere after the URL was checked."""
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None  # the POST reports the resolution error itself
+    for *_, sockaddr in found:
+        if unreachable_address(str(sockaddr[0])):
+            return f"refused: the webhook's host resolves to {sockaddr[0]} (link-local or reserved)"
+    return None
 
 
 def check_url(url: str) -> str:
@@ -88,6 +123,13 @@ def check_url(url: str) -> str:
                               "e.g. https://hooks.slack.com/services/…")
     if any(c.isspace() or ord(c) < 32 for c in url.strip()):
         raise ValidationError("the webhook URL must not contain spaces or control characters")
+    try:
+        refused = unreachable_address(host)
+    except ValueError:  # a name: checked when it is resolved, before each delivery
+        refused = False
+    if refused:
+        raise ValidationError(f"the webhook URL's address {host} is link-local or reserved (cloud "
+                              "instance metadata lives there): give the receiver's own address")
     shown = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
     return shown + ("/…" if parts.path.strip("/") or parts.query else "")
 
@@ -141,6 +183,10 @@ async def send(http: httpx.AsyncClient, target: Target, message: Message) -> Att
                SIGNATURE_HEADER: signature(target.secret, int(time.time()), body),
                "X-Nubis-Delivery": message.delivery, "X-Nubis-Event": message.status}
     started = time.perf_counter()
+    parts = urlsplit(target.url)
+    why = await refused_host(parts.hostname or "", parts.port)
+    if why is not None:
+        return Attempt(None, why, (time.perf_counter() - started) * 1000, refused=True)
     try:
         response = await http.post(target.url, content=body, headers=headers, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:
