@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,6 +61,7 @@ from nubis.server.routers import (
 from nubis.server.security import SecretBox, load_or_create_master_key
 from nubis.server.services import tokens
 from nubis.server.services.gateway import LoadBook
+from nubis.server.services.metric_history import MetricStore
 from nubis.server.services.nodes import known_workloads
 from nubis.server.settings import ServerSettings
 from nubis.storage import ObjectStore
@@ -144,12 +146,24 @@ async def prepare(ctx: ServerContext) -> None:
         log.info("admin token written to %s", token_file)
 
 
+async def save_history(ctx: ServerContext) -> None:
+    """The metric history for the next start (the gateway is stopped: nothing more comes in)."""
+    try:
+        size = await asyncio.to_thread(ctx.history.save, ctx.settings.metric_history_file, now=time.time())
+    except OSError as e:
+        log.warning("the metric history could not be saved (%s): the charts start empty next time", e)
+    else:
+        log.info("metric history saved (%d KiB)", size // 1024)
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare(ctx)
         harden(ctx.settings)  # the database file exists now
         await collect_orphans(ctx)
+        ctx.history = await asyncio.to_thread(MetricStore.load, ctx.settings.metric_history_file,
+                                              now=time.time())
         reconciler = DeploymentReconciler(ctx)
         job_reconciler = JobReconciler(ctx)
         task = asyncio.create_task(reconciler.run(), name="deployments")
@@ -175,6 +189,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
             await evaluator.shutdown()
             await job_reconciler.shutdown()
             await reconciler.shutdown()
+            await save_history(ctx)
             await ctx.db.dispose()
 
     app = FastAPI(title="nubis", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -95,3 +95,8 @@ class ServerSettings(BaseModel):
     @property
     def server_file(self) -> Path:
         return self.home / "server.json"
+
+    @property
+    def metric_history_file(self) -> Path:
+        """The metric history between a stop and the next start (services/metric_history.py)."""
+        return self.home / "metric-history.bin"

@@ -197,7 +197,6 @@ class AlertEvaluator:
         self.ctx = ctx
         self.interval_s = ctx.settings.alert_interval_s
         self.dispatcher = dispatcher or AlertDispatcher(ctx)
-        self.started = time.time()
 
     async def run(self) -> None:
         while True:
@@ -218,7 +217,7 @@ class AlertEvaluator:
         disks = await asyncio.to_thread(disk_facts, self.ctx.settings.home, self.ctx.settings.storage)
         storage = await asyncio.to_thread(self._storage_quotas, loaded)
         snapshot = snapshot_of(loaded, self.ctx.history, disks=disks, storage_quotas=storage, now=now,
-                               history_since=self.started)
+                               history_since=self.ctx.history.covered_since)
         step = advance(loaded.states, evaluate(snapshot, now=now), snapshot=snapshot,
                        silenced=silencer(loaded.silences, now=now), now=now)
         async with self.ctx.db.sessions() as session:

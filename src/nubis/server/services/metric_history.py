@@ -1,5 +1,6 @@
 """Metric history: each deployment's requests, 5xx answers and latency histogram in 10 s steps for
-the last 24 h, from the gateways' per-second load reports (soft state: a restart starts it again).
+the last 24 h, from the gateways' per-second load reports. In memory; saved to NUBIS_HOME when
+`nubis up` stops and read back when it starts (a crash loses it: the charts start again).
 
 Memory is bounded: a series is a ring of ``SLOTS`` steps of ``2 + buckets`` 32-bit counts (8,640 ×
 15 × 4 B ≈ 0.5 MiB), made when a deployment first reports traffic and dropped 24 h after its last;
@@ -9,17 +10,25 @@ gateway workers) add up: each reports the requests it finished since its previou
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import sys
+import time
 from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from nubis.errors import ValidationError
+from nubis.home import write_private
 from nubis.models.durations import parse_duration
 from nubis.models.metric_history import MetricHistory, MetricPoint
 from nubis.models.routes import REPORT_LATENCY_BOUNDS_S, LoadReport
 
+log = logging.getLogger("nubis.metrics")
 STEP_S = 10
+FILE_VERSION = 1
 SLOTS = 24 * 3600 // STEP_S
 BUCKETS = len(REPORT_LATENCY_BOUNDS_S) + 1
 COLUMNS = 2 + BUCKETS  # requests, 5xx, then the latency buckets
@@ -53,10 +62,77 @@ class Series:
 
 
 class MetricStore:
-    """Per (workspace, deployment): the ring of 10 s steps."""
+    """Per (workspace, deployment): the ring of 10 s steps. ``covered_since``: the time from which
+    every gateway report is in it (its creation, or for a store read back after a restart, the
+    saved store's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, now: float | None = None) -> None:
         self._series: dict[tuple[str, str], Series] = {}
+        self.covered_since = time.time() if now is None else now
+
+    def save(self, path: Path, *, now: float) -> int:
+        """Write the last 24 h's steps to ``path`` (0600, atomically) for the next start to read
+        back; returns the bytes written. A stop saves it; a crash loses what was not saved."""
+        current = int(now // STEP_S)
+        meta, parts = [], []
+        for (workspace, name), series in self._series.items():
+            slots = [i for i, step in enumerate(series.stamps) if step > current - SLOTS]
+            steps = array("q", (series.stamps[i] for i in slots))
+            rows = array("I")
+            for i in slots:
+                rows.extend(series.counts[i * COLUMNS:(i + 1) * COLUMNS])
+            meta.append({"workspace": workspace, "name": name, "steps": len(steps)})
+            parts += [steps.tobytes(), rows.tobytes()]
+        header = json.dumps({"version": FILE_VERSION, "byteorder": sys.byteorder, "step_s": STEP_S,
+                             "columns": COLUMNS, "covered_since": self.covered_since,
+                             "series": meta}).encode()
+        data = b"".join([len(header).to_bytes(8, "little"), header, *parts])
+        write_private(path, data)
+        return len(data)
+
+    @classmethod
+    def load(cls, path: Path, *, now: float) -> MetricStore:
+        """The store saved at ``path`` (then removed: read once), or an empty one when there is none
+        or it cannot be read (logged: the charts start again, nothing else is lost)."""
+        store = cls(now=now)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return store
+        try:
+            store._read(data, now=now)
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
+            log.warning("metric history %s not read back (%s): the charts start empty", path, e)
+            store = cls(now=now)
+        path.unlink(missing_ok=True)
+        return store
+
+    def _read(self, data: bytes, *, now: float) -> None:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + size])
+        if (header["version"], header["byteorder"], header["step_s"], header["columns"]) != (
+                FILE_VERSION, sys.byteorder, STEP_S, COLUMNS):
+            raise ValueError("written by another version or machine")
+        at, oldest = 8 + size, int(now // STEP_S) - SLOTS
+        for entry in header["series"]:
+            n = int(entry["steps"])
+            steps, rows = array("q"), array("I")
+            steps.frombytes(data[at:at + 8 * n])
+            at += 8 * n
+            rows.frombytes(data[at:at + 4 * n * COLUMNS])
+            at += 4 * n * COLUMNS
+            if len(steps) != n or len(rows) != n * COLUMNS:
+                raise ValueError("the file is cut short")
+            series = Series()
+            for k, step in enumerate(steps):
+                if step > oldest:
+                    slot = step % SLOTS
+                    series.stamps[slot] = step
+                    series.counts[slot * COLUMNS:(slot + 1) * COLUMNS] = rows[k * COLUMNS:(k + 1) * COLUMNS]
+                    series.last_step = max(series.last_step, step)
+            if series.last_step >= 0:
+                self._series[(str(entry["workspace"]), str(entry["name"]))] = series
+        self.covered_since = float(header["covered_since"])
 
     def record(self, report: LoadReport, *, now: float) -> None:
         step = int(now // STEP_S)

@@ -4,6 +4,7 @@ gateways' load reports (pure: a report and ``now`` in, points out)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -133,3 +134,49 @@ def test_reports_are_bounded_and_counts_saturate_instead_of_overflowing() -> Non
         store.record(report(10**9), now=T0 + 1)
     [point] = store.history("default", "echo", since_s=10, step_s=10, now=T0 + 9).points
     assert point.requests_per_s == (2**32 - 1) / STEP_S
+
+
+def test_a_saved_history_reads_back_the_same_and_only_once(tmp_path: Path) -> None:
+    store = MetricStore(now=T0 - 3600)
+    store.record(report(10, 2, bucket=3), now=T0 - 600)
+    store.record(report(7, name="other"), now=T0 - 20)
+    store.record(report(5, bucket=9), now=T0)
+    path = tmp_path / "metric-history.bin"
+    assert store.save(path, now=T0) > 0 and path.stat().st_mode & 0o777 == 0o600
+    back = MetricStore.load(path, now=T0 + 30)
+    assert back.covered_since == T0 - 3600  # the saved store's coverage, not the restart's
+    for name in ("echo", "other"):
+        before = store.totals("default", name, since_s=3600, now=T0)
+        assert before is not None and back.totals("default", name, since_s=3600, now=T0) == before
+    assert back.history("default", "echo", since_s=900, step_s=60, now=T0) == store.history(
+        "default", "echo", since_s=900, step_s=60, now=T0)
+    assert not path.exists()  # read once: a crash later does not bring back old steps
+    assert MetricStore.load(path, now=T0 + 60).totals("default", "echo", since_s=3600, now=T0) is None
+
+
+def test_steps_older_than_a_day_are_not_read_back(tmp_path: Path) -> None:
+    store = MetricStore(now=T0)
+    store.record(report(10), now=T0)
+    path = tmp_path / "h.bin"
+    store.save(path, now=T0)
+    later = MetricStore.load(path, now=T0 + SLOTS * STEP_S + 60)
+    assert later.totals("default", "echo", since_s=SLOTS * STEP_S, now=T0 + SLOTS * STEP_S + 60) is None
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "version"])
+def test_a_damaged_file_starts_an_empty_history(tmp_path: Path, damage: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    store = MetricStore(now=T0)
+    store.record(report(10), now=T0)
+    path = tmp_path / "h.bin"
+    store.save(path, now=T0)
+    data = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(data[:-100])
+    elif damage == "garbage":
+        path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00nope!" + data[13:])
+    else:
+        path.write_bytes(data.replace(b'"version": 1', b'"version": 9'))
+    back = MetricStore.load(path, now=T0 + 10)
+    assert back.totals("default", "echo", since_s=60, now=T0 + 10) is None and back.covered_since == T0 + 10
+    assert "not read back" in caplog.text and not path.exists()
