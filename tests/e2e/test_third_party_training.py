@@ -61,14 +61,21 @@ def explain(client: nubis.Client, job: Job) -> str:
 @pytest.mark.parametrize("script", RUNS, ids=[s.name for s in RUNS])
 def test_a_third_party_script_runs_as_a_two_worker_job(platform: PlatformProcess, script: Script) -> None:
     envs = [arg for pair in script.env for arg in ("--env", pair)]
+    # One retry, for one failure only: torch's gloo teardown can abort a rank as the script exits, its
+    # work done ("terminate called without an active exception", signal 6) — one CI run in about ten
+    # for the DDP tutorial; torchrun users set --max-restarts for it. Any other failure fails the test.
     submitted = platform.cli("job", "submit", "--name", script.name, "--workers", "2", "--cpu", "1",
-                             "--memory", "2Gi", *envs, "--output", "json", "--", *script.command,
-                             cwd=SCRIPTS / script.folder)
+                             "--memory", "2Gi", "--max-retries", "1", *envs, "--output", "json", "--",
+                             *script.command, cwd=SCRIPTS / script.folder)
     assert submitted.returncode == 0, submitted.stderr
 
     with nubis.Client(platform.url, platform.admin_token) as client:
-        done = client.jobs.wait(script.name, timeout=240)
+        done = client.jobs.wait(script.name, timeout=360)
         assert done.status == "succeeded", explain(client, done)
+        if done.attempt > 1:
+            events = " ".join(e.message for e in client.jobs.events(done.id, limit=50))
+            assert "killed by signal 6" in events and "without an active exception" in events, \
+                explain(client, done)
     assert done.workers == 2 and [w.exit_code for w in done.worker_status] == [0, 0]
 
     listed = platform.cli("job", "outputs", script.name, "-o", "json")
