@@ -43,6 +43,13 @@ class Prices(BaseModel):
                 + gpu_seconds * self.gpu_hour) / HOUR_S
 
 
+def given_prices(*, cpu_hour: float | None, memory_gib_hour: float | None,
+                 gpu_hour: float | None) -> dict[str, float]:
+    """The prices a caller gave (a query's optional parameters), by field name."""
+    return {k: v for k, v in (("cpu_hour", cpu_hour), ("memory_gib_hour", memory_gib_hour),
+                              ("gpu_hour", gpu_hour)) if v is not None}
+
+
 class UsageRow(BaseModel):
     """One group's resource-seconds in the window: requested resources × the time they were held."""
 

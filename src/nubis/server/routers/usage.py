@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from nubis.models.usage import Prices, Usage, UsageBy, parse_since
+from nubis.models.usage import Prices, Usage, UsageBy, given_prices, parse_since
 from nubis.server.deps import Reader, Session
 from nubis.server.orm import utcnow
 from nubis.server.services import usage
@@ -31,8 +31,7 @@ async def get_usage(
     """CPU-, GiB- and GPU-seconds held by replicas and job workers since ``since`` (a running one up
     to now); with any price, a cost per row. See docs/operations.md, "Usage"."""
     now = utcnow()
-    given = {k: v for k, v in (("cpu_hour", cpu_hour), ("memory_gib_hour", memory_gib_hour),
-                               ("gpu_hour", gpu_hour)) if v is not None}
+    given = given_prices(cpu_hour=cpu_hour, memory_gib_hour=memory_gib_hour, gpu_hour=gpu_hour)
     return await usage.get_usage(session, caller, since=parse_since(since, now=now), by=by, daily=daily,
                                  all_workspaces=all_workspaces, prices=Prices(**given) if given else None,
                                  now=now)

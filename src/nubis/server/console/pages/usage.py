@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from nubis.models.usage import Prices, UsageBy, parse_since
+from nubis.models.usage import Prices, UsageBy, given_prices, parse_since
 from nubis.server.console.auth import Page
 from nubis.server.console.responses import ConsoleRoute
 from nubis.server.console.templating import render
@@ -35,13 +35,13 @@ async def usage_page(
     gpu_hour: Price = None,
 ) -> HTMLResponse:
     now = utcnow()
-    given = {k: v for k, v in (("cpu_hour", cpu_hour), ("memory_gib_hour", memory_gib_hour),
-                               ("gpu_hour", gpu_hour)) if v is not None}
+    given = given_prices(cpu_hour=cpu_hour, memory_gib_hour=memory_gib_hour, gpu_hour=gpu_hour)
+    every = all_workspaces and page.caller.superuser  # "all" is the platform admin's only
     found = await usage.get_usage(session, page.caller, since=parse_since(since, now=now), by=by,
-                                  daily=daily, all_workspaces=all_workspaces and page.caller.superuser,
+                                  daily=daily, all_workspaces=every,
                                   prices=Prices(**given) if given else None, now=now)
     return render(request, "usage.html", {
         "page": page, "usage": found, "since": since, "by": by.value, "daily": daily,
-        "all_workspaces": all_workspaces and page.caller.superuser, "prices": given,
+        "all_workspaces": every, "prices": given,
         "bys": [b.value for b in UsageBy], "max_rows": MAX_ROWS,
     })
